@@ -1,0 +1,141 @@
+"""Typed records for the Avro schemas, and the conversions to and from what fastavro gives.
+
+The pipeline's logic works on these dataclasses, never on raw dicts, so a field's name and type
+are checked in one place. Each record mirrors its ``.avsc`` file field for field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from schemas.codec import CodecError, Decoded
+
+Value = None | bool | int | float | str
+"""A state variable's value: what the Avro ``values`` and ``variables`` unions allow."""
+
+
+class EventKind(StrEnum):
+    """What a history event records (the ``EventKind`` Avro enum)."""
+
+    WORKFLOW_STARTED = "WORKFLOW_STARTED"
+    WORKFLOW_COMPLETED = "WORKFLOW_COMPLETED"
+    WORKFLOW_FAILED = "WORKFLOW_FAILED"
+    ACTION_SCHEDULED = "ACTION_SCHEDULED"
+    ACTION_STARTED = "ACTION_STARTED"
+    ACTION_COMPLETED = "ACTION_COMPLETED"
+    ACTION_FAILED = "ACTION_FAILED"
+    STATE_UPDATED = "STATE_UPDATED"
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Amounts per resource class; ``None`` where not stated."""
+
+    cpu_cores: float | None = None
+    memory_bytes: int | None = None
+    network_bytes: int | None = None
+    cost: float | None = None
+
+    @classmethod
+    def from_avro(cls, record: Mapping[str, Any] | None) -> Resources | None:
+        """The record fastavro decoded, or ``None`` for an Avro null."""
+        if record is None:
+            return None
+        return cls(record["cpu_cores"], record["memory_bytes"], record["network_bytes"],
+                   record["cost"])
+
+    def to_avro(self) -> dict[str, Any]:
+        """The dict fastavro encodes."""
+        return {"cpu_cores": self.cpu_cores, "memory_bytes": self.memory_bytes,
+                "network_bytes": self.network_bytes, "cost": self.cost}
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent:
+    """One entry of a workflow run's history (``HistoryEvent.avsc``)."""
+
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    sequence: int
+    kind: EventKind
+    timestamp_ms: int
+    action_id: str | None = None
+    action_type: str | None = None
+    attempt: int = 1
+    attributes: Mapping[str, float] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    declared: Resources | None = None
+    values: Mapping[str, Value] = field(default_factory=dict)
+    error: str | None = None
+
+    @classmethod
+    def from_avro(cls, r: Mapping[str, Any]) -> HistoryEvent:
+        """The record fastavro decoded."""
+        return cls(
+            r["workflow_id"], r["run_id"], r["workflow_type"], r["sequence"],
+            EventKind(r["kind"]), r["timestamp_ms"], r["action_id"], r["action_type"],
+            r["attempt"], r["attributes"], r["labels"], Resources.from_avro(r["declared"]),
+            r["values"], r["error"],
+        )
+
+    def to_avro(self) -> dict[str, Any]:
+        """The dict fastavro encodes."""
+        return {
+            "workflow_id": self.workflow_id, "run_id": self.run_id,
+            "workflow_type": self.workflow_type, "sequence": self.sequence,
+            "kind": self.kind.value, "timestamp_ms": self.timestamp_ms,
+            "action_id": self.action_id, "action_type": self.action_type,
+            "attempt": self.attempt, "attributes": dict(self.attributes),
+            "labels": dict(self.labels),
+            "declared": self.declared.to_avro() if self.declared else None,
+            "values": dict(self.values), "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that could not be processed, with why and where it came from."""
+
+    payload: bytes
+    key: bytes | None
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    failed_ms: int
+
+    def to_avro(self) -> dict[str, Any]:
+        """The dict fastavro encodes."""
+        return {"payload": self.payload, "key": self.key, "reason": self.reason,
+                "topic": self.topic, "partition": self.partition, "offset": self.offset,
+                "failed_ms": self.failed_ms}
+
+    @classmethod
+    def from_avro(cls, r: Mapping[str, Any]) -> DeadLetter:
+        """The record fastavro decoded."""
+        return cls(r["payload"], r["key"], r["reason"], r["topic"], r["partition"],
+                   r["offset"], r["failed_ms"])
+
+
+def history_events(decoded: Decoded) -> list[HistoryEvent]:
+    """The history events a ``wf.history`` message carries: one event, or an envelope of many.
+
+    Raises ``CodecError`` for any other record type, and for an envelope holding an event of
+    another workflow (it would land on the wrong partition's owner).
+    """
+    if decoded.type_name == "HistoryEvent":
+        return [HistoryEvent.from_avro(decoded.record)]
+    if decoded.type_name == "HistoryEnvelope":
+        workflow_id = decoded.record["workflow_id"]
+        events = [HistoryEvent.from_avro(r) for r in decoded.record["events"]]
+        strays = {e.workflow_id for e in events} - {workflow_id}
+        if strays:
+            raise CodecError(
+                f"HistoryEnvelope of workflow {workflow_id!r} holds events of {sorted(strays)}"
+            )
+        return events
+    raise CodecError(f"expected HistoryEvent or HistoryEnvelope, got {decoded.type_name}")

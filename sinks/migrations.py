@@ -1,0 +1,92 @@
+"""Versioned, idempotent ClickHouse migrations.
+
+Each migration is a version, a name and its statements; applied versions are recorded in
+``schema_migrations``. A released migration is never edited: a change is a new version. Every
+statement is idempotent on its own (``IF NOT EXISTS``), so a migration interrupted half-way, or
+run by two workers at once, converges. SQL here must run on ClickHouse 18.16 and current releases:
+no Map, DateTime64 or TTL; epoch milliseconds in integer columns beside DEFAULT-computed DateTime.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sinks.clickhouse import connect
+from topology.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the ClickHouse schema."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "workflow events: the shadow workflow repository", (
+        """
+        CREATE TABLE IF NOT EXISTS workflow_events (
+            row_id UInt64,
+            workflow_id String,
+            run_id String,
+            workflow_type String,
+            sequence UInt64,
+            kind String,
+            timestamp_ms UInt64,
+            event_time DateTime DEFAULT toDateTime(intDiv(timestamp_ms, 1000)),
+            event_date Date DEFAULT toDate(toDateTime(intDiv(timestamp_ms, 1000))),
+            action_id String,
+            action_type String,
+            attempt UInt32,
+            attributes Nested(key String, value Float64),
+            labels Nested(key String, value String),
+            declared_cpu_cores Nullable(Float64),
+            declared_memory_bytes Nullable(Int64),
+            declared_network_bytes Nullable(Int64),
+            declared_cost Nullable(Float64),
+            state Nested(name String, value String),
+            error String,
+            source_partition UInt32,
+            source_offset UInt64
+        ) ENGINE = ReplacingMergeTree()
+        PARTITION BY toYYYYMM(event_date)
+        ORDER BY (workflow_id, run_id, sequence)
+        """,
+    )),
+)
+
+
+def migrate(settings: Settings, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+    """Create the configured database if needed and apply the migrations it lacks; return the
+    versions applied."""
+    database = settings.clickhouse_database
+    bootstrap = connect(settings, database="default")
+    try:
+        bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
+    finally:
+        bootstrap.disconnect()
+    client = connect(settings)
+    try:
+        client.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version UInt32, name String, applied_at DateTime DEFAULT now()) "
+            "ENGINE = ReplacingMergeTree() ORDER BY version")
+        done = {v for (v,) in client.execute("SELECT version FROM schema_migrations")}
+        applied: list[int] = []
+        for migration in sorted(migrations, key=lambda m: m.version):
+            if migration.version in done:
+                continue
+            for statement in migration.statements:
+                client.execute(statement)
+            client.execute("INSERT INTO schema_migrations (version, name) VALUES",
+                           [(migration.version, migration.name)])
+            log.info("applied ClickHouse migration %d: %s", migration.version, migration.name)
+            applied.append(migration.version)
+        return applied
+    finally:
+        client.disconnect()

@@ -1,0 +1,127 @@
+"""The ``shadowflow`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from topology.settings import Settings, SettingsError, describe
+
+log = logging.getLogger("shadowflow")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``shadowflow`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"shadowflow: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(settings, args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        # Expected failures (service missing, broker down) carry their fix in the message.
+        from infra.stack import StackError
+        from topology.topics import TopologyError
+        if isinstance(exc, StackError | TopologyError | TimeoutError | SettingsError):
+            print(f"shadowflow: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shadowflow", description="Shadow running workflows: forecast their resources "
+        "and mirror their state from Kafka events. Configured by SHADOWFLOW_* variables "
+        "(see `shadowflow config`).")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    stack = commands.add_parser("stack", help="start, inspect or stop the local broker and "
+                                "ClickHouse")
+    stack.add_argument("action", choices=("up", "status", "down"))
+    stack.add_argument("--purge", action="store_true",
+                       help="with down: also delete ClickHouse's data and the logs")
+    stack.set_defaults(run=_stack)
+
+    worker = commands.add_parser("worker", help="run a pipeline worker (Faust)")
+    worker.set_defaults(run=_worker)
+
+    topics = commands.add_parser("topics", help="create the Kafka topics that are missing")
+    topics.set_defaults(run=_topics)
+
+    migrate = commands.add_parser("migrate", help="apply missing ClickHouse migrations")
+    migrate.set_defaults(run=_migrate)
+
+    config = commands.add_parser("config", help="print the settings in force")
+    config.set_defaults(run=_config)
+
+    demo = commands.add_parser("demo", help="bring the stack up, run a worker, feed it real "
+                               "traces and report what it stored")
+    demo.add_argument("traces", nargs="*", help="trace files (default: a mix of the shared "
+                      "traces)")
+    demo.add_argument("--keep", action="store_true",
+                      help="leave the stack running afterwards")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _stack(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.stack import LocalStack
+    stack = LocalStack(settings)
+    if args.action == "up":
+        statuses = stack.up()
+    elif args.action == "down":
+        stopped = stack.down(purge=args.purge)
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        statuses = stack.status()
+    else:
+        statuses = stack.status()
+    for status in statuses:
+        print(status.describe())
+    return 0
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from topology.worker import run_worker
+    run_worker(settings)
+    return 0
+
+
+def _topics(settings: Settings, args: argparse.Namespace) -> int:
+    from topology.topics import ensure_topics
+    created = ensure_topics(settings)
+    print("created: " + (", ".join(created) if created else "none (all exist)"))
+    return 0
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from sinks.clickhouse import wait_until_ready
+    from sinks.migrations import migrate
+    wait_until_ready(settings)
+    applied = migrate(settings)
+    print("applied: " + (", ".join(map(str, applied)) if applied else "none (up to date)"))
+    return 0
+
+
+def _config(settings: Settings, args: argparse.Namespace) -> int:
+    for name, default, doc in describe():
+        value = getattr(settings, name.removeprefix("SHADOWFLOW_").lower())
+        print(f"{name}={value}\n    {doc} (default: {default})")
+    return 0
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from topology.demo import run_demo
+    return run_demo(settings, args.traces, keep=args.keep)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""shadowflow's configuration: one typed object, read from ``SHADOWFLOW_*`` environment variables.
+
+Every setting has a default that works with the local stack (``shadowflow stack up``), so nothing
+needs to be set to try shadowflow; production sets the addresses. ``shadowflow config`` prints the
+values in force. The README's configuration table lists the same names and documentation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+PREFIX = "SHADOWFLOW_"
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value its setting cannot take."""
+
+
+def _setting(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All of shadowflow's settings. The environment name of ``x_y`` is ``SHADOWFLOW_X_Y``."""
+
+    broker: str = _setting(
+        "127.0.0.1:19092", "Kafka bootstrap servers, comma-separated host:port.")
+    app_id: str = _setting(
+        "shadowflow", "Faust application id: the consumer group and internal topic prefix.")
+    partitions: int = _setting(
+        4, "Partitions of every wf.* and shadow.* topic (wf.* must match: co-partitioned).")
+    replication_factor: int = _setting(1, "Replication factor of the topics shadowflow creates.")
+    clickhouse_host: str = _setting("127.0.0.1", "ClickHouse server host.")
+    clickhouse_port: int = _setting(19000, "ClickHouse native-protocol (TCP) port.")
+    clickhouse_user: str = _setting("default", "ClickHouse user.")
+    clickhouse_password: str = _setting("", "ClickHouse password.")
+    clickhouse_database: str = _setting("shadowflow", "ClickHouse database holding the tables.")
+    web_host: str = _setting("127.0.0.1", "Address the worker's HTTP API binds.")
+    web_port: int = _setting(6066, "Port of the worker's HTTP API.")
+    consumer_batch: int = _setting(
+        2000, "Kafka messages an agent takes at a time before it processes and stores them.")
+    consumer_batch_seconds: float = _setting(
+        0.5, "Longest an agent waits to fill a batch before processing what it has.")
+    sink_batch_rows: int = _setting(
+        20000, "Rows buffered per ClickHouse table before an insert is started.")
+    sink_flush_seconds: float = _setting(
+        1.0, "Longest a row waits in the buffer before its insert is started.")
+    sink_retry_max_seconds: float = _setting(
+        10.0, "Ceiling of the exponential back-off between retries of a failed insert.")
+    session_timeout_seconds: float = _setting(
+        10.0, "Kafka consumer session timeout: how soon a crashed worker's partitions move.")
+    stack_dir: Path = _setting(
+        Path.home() / ".cache" / "shadowflow" / "stack",
+        "Where `shadowflow stack` keeps the local broker's and ClickHouse's pid files, "
+        "configuration, data and logs.")
+    stack_clickhouse_http_port: int = _setting(
+        18123, "HTTP port of the local stack's ClickHouse (its TCP port is clickhouse_port).")
+    log_level: str = _setting("info", "Log level of the worker and the CLI.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``environ`` (default: ``os.environ``); unset names keep their default."""
+        environ = os.environ if environ is None else environ
+        overrides: dict[str, Any] = {}
+        for f in fields(cls):
+            name = env_name(f.name)
+            if name in environ:
+                overrides[f.name] = _parse(name, environ[name], type(f.default))
+        settings = cls(**overrides)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ``SettingsError`` for values no deployment can run with."""
+        for name in ("partitions", "replication_factor", "consumer_batch", "sink_batch_rows"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{env_name(name)} must be at least 1")
+        for name in ("consumer_batch_seconds", "sink_flush_seconds", "sink_retry_max_seconds",
+                     "session_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{env_name(name)} must be positive")
+        if not self.broker.strip():
+            raise SettingsError(f"{env_name('broker')} must name at least one host:port")
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (for tests and the CLI)."""
+        settings = replace(self, **changes)
+        settings.validate()
+        return settings
+
+    @property
+    def broker_hosts(self) -> list[str]:
+        """The bootstrap servers as a list of ``host:port``."""
+        return [h.strip() for h in self.broker.split(",") if h.strip()]
+
+    @property
+    def faust_broker(self) -> list[str]:
+        """The bootstrap servers as Faust URLs."""
+        return [f"kafka://{h}" for h in self.broker_hosts]
+
+
+def env_name(setting: str) -> str:
+    """The environment variable of a setting: ``web_port`` -> ``SHADOWFLOW_WEB_PORT``."""
+    return PREFIX + setting.upper()
+
+
+def describe() -> Iterator[tuple[str, str, str]]:
+    """(environment name, default, documentation) of every setting, in declaration order."""
+    for f in fields(Settings):
+        yield env_name(f.name), str(f.default), f.metadata["doc"]
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse(name: str, raw: str, kind: type) -> Any:
+    text = raw.strip()
+    try:
+        if kind is bool:
+            if text.lower() in _TRUE | _FALSE:
+                return text.lower() in _TRUE
+            raise ValueError(text)
+        if issubclass(kind, Path):
+            return Path(text).expanduser()
+        return kind(text)
+    except ValueError:
+        raise SettingsError(
+            f"{name}={raw!r} is not a valid {kind.__name__.lower()}") from None
