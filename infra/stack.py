@@ -72,8 +72,9 @@ class _Service:
 class LocalStack:
     """The local broker and ClickHouse, configured from ``settings``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, search_path: str | None = None) -> None:
         self.settings = settings
+        self.search_path = search_path
         self.dir = settings.stack_dir
         hosts = settings.broker_hosts
         if len(hosts) != 1:
@@ -112,11 +113,14 @@ class LocalStack:
         return [ServiceStatus(s.name, s.address, _running_pid(s.pidfile), s.probe(), s.logfile)
                 for s in self._services]
 
-    def down(self, purge: bool = False, timeout: float = 20.0) -> list[str]:
-        """Stop both services; with ``purge``, delete the stack directory too. Returns the
-        names of the services that were stopped."""
+    def down(self, purge: bool = False, timeout: float = 20.0,
+             only: str | None = None) -> list[str]:
+        """Stop both services (or the one named ``only``); with ``purge``, delete the stack
+        directory too. Returns the names of the services that were stopped."""
         stopped = []
         for service in reversed(self._services):
+            if only is not None and service.name != only:
+                continue
             pid = _running_pid(service.pidfile)
             if pid is not None:
                 _terminate(pid, timeout)
@@ -141,7 +145,7 @@ class LocalStack:
     def _wait_answering(self, service: _Service, pid: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not service.probe():
-            if not _alive(pid):
+            if not process_alive(pid):
                 service.pidfile.unlink(missing_ok=True)
                 raise StackError(f"{service.name} exited during start-up; the end of "
                                  f"{service.logfile}:\n{_tail(service.logfile)}")
@@ -167,16 +171,8 @@ class LocalStack:
 
     def _clickhouse_command(self) -> list[str]:
         config = f"--config-file={self.dir / 'clickhouse' / 'config.xml'}"
-        for candidate in ("clickhouse-server", "/usr/sbin/clickhouse-server",
-                          "/usr/bin/clickhouse-server"):
-            path = shutil.which(candidate)
-            if path:
-                return [path, config]
-        single = shutil.which("clickhouse")
-        if single:
-            return [single, "server", config]
-        raise StackError(f"ClickHouse server is not installed. Fix: {CLICKHOUSE_INSTALL} "
-                         f"(as root; run 'apt-get update' first on a new machine)")
+        binary = find_clickhouse(self.search_path)
+        return [binary, config] if binary.endswith("-server") else [binary, "server", config]
 
     def _clickhouse_answers(self) -> bool:
         url = (f"http://{self.settings.clickhouse_host}:"
@@ -203,15 +199,30 @@ class LocalStack:
             (root / name).write_text(text)
 
 
+def find_clickhouse(search_path: str | None = None) -> str:
+    """Path of the ClickHouse server: Debian's ``clickhouse-server``, or the single
+    ``clickhouse`` binary of current releases. ``StackError`` with the install command if
+    neither is on ``search_path`` (default: ``PATH`` plus the sbin folders)."""
+    path = search_path if search_path is not None else (
+        os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin")
+    for name in ("clickhouse-server", "clickhouse"):
+        found = shutil.which(name, path=path)
+        if found:
+            return found
+    raise StackError(f"ClickHouse server is not installed. Fix: {CLICKHOUSE_INSTALL} "
+                     f"(as root; run 'apt-get update' first on a new machine)")
+
+
 def _running_pid(pidfile: Path) -> int | None:
     try:
         pid = int(pidfile.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) else None
+    return pid if process_alive(pid) else None
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not count)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our exited child
     try:
@@ -227,7 +238,7 @@ def _terminate(pid: int, timeout: float) -> None:
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while process_alive(pid):
         if time.monotonic() > deadline:
             log.warning("pid %d ignored SIGTERM for %.0fs; killing it", pid, timeout)
             os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,65 @@
+"""Test set-up: a real broker and ClickHouse of the tests' own, and real worker processes.
+
+The session stack listens on ports of its own and keeps its files in a temporary folder, so a
+developer's running stack is left alone; it is stopped and deleted at the end of the session.
+Tests that need no services (pure logic) never start it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.stack import LocalStack
+from tests.support import WorkerProcess, free_port
+from topology.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Iterator[Settings]:
+    """Settings of the tests' own stack (not yet started)."""
+    directory = Path(tempfile.mkdtemp(prefix="shadowflow-test-stack-"))
+    yield Settings().with_overrides(
+        broker="127.0.0.1:29092", clickhouse_port=29000, stack_clickhouse_http_port=28123,
+        clickhouse_database="shadowflow_test", stack_dir=directory,
+        session_timeout_seconds=6.0, consumer_batch_seconds=0.2, sink_flush_seconds=0.3,
+        sink_retry_max_seconds=1.0, log_level="info")
+
+
+@pytest.fixture(scope="session")
+def stack(stack_settings: Settings) -> Iterator[LocalStack]:
+    """The running test stack: a Tansu broker and a ClickHouse server."""
+    local = LocalStack(stack_settings)
+    try:
+        local.up(timeout=90)
+        yield local
+    finally:
+        local.down(purge=True)
+
+
+@pytest.fixture
+def settings(stack: LocalStack) -> Settings:
+    """Settings pointing at the running test stack, with a consumer group of this test's own."""
+    return stack.settings.with_overrides(app_id=f"sf-test-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def worker_factory(settings: Settings,
+                   tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Makes worker processes on the test stack; kills any left running at the end."""
+    made: list[WorkerProcess] = []
+
+    def make(**overrides: object) -> WorkerProcess:
+        worker_settings = settings.with_overrides(
+            web_port=free_port(), **overrides)  # type: ignore[arg-type]
+        worker = WorkerProcess(worker_settings, tmp_path / f"worker-{len(made)}.log")
+        made.append(worker)
+        return worker
+
+    yield make
+    for worker in made:
+        worker.kill()
