@@ -24,7 +24,8 @@ CODEC = default_codec()
 
 def _history(workflow_id: str, count: int) -> list[HistoryEvent]:
     return [HistoryEvent(workflow_id, "run-1", "test", seq, EventKind.STATE_UPDATED,
-                         1_700_000_000_000 + seq, values={"step": seq}) for seq in range(1, count + 1)]
+                         1_700_000_000_000 + seq, values={"step": seq})
+            for seq in range(1, count + 1)]
 
 
 def _envelope(events: list[HistoryEvent]) -> bytes:

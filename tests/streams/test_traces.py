@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from schemas.records import EventKind
@@ -22,7 +24,7 @@ def test_trace_history_is_consistent(path) -> None:
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     assert events[0].kind is EventKind.WORKFLOW_STARTED
     assert events[-1].kind is EventKind.WORKFLOW_COMPLETED
-    assert all(a.timestamp_ms <= b.timestamp_ms for a, b in zip(events, events[1:]))
+    assert all(a.timestamp_ms <= b.timestamp_ms for a, b in pairwise(events))
     started = {e.action_id: e.timestamp_ms for e in events if e.kind is EventKind.ACTION_STARTED}
     done = {e.action_id: e.timestamp_ms for e in events if e.kind is EventKind.ACTION_COMPLETED}
     assert len(started) == len(done) == len(trace.tasks)
