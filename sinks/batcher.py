@@ -1,10 +1,12 @@
 """A batching sink: rows buffered per table, stored by columnar inserts, writers told when.
 
-``write`` returns only once the rows are stored, so a Faust agent that awaits it before acking
-its Kafka messages commits offsets strictly after the rows are in ClickHouse. A buffer is flushed
-when it holds ``max_rows`` or its oldest row is ``max_age`` seconds old. Inserts run on one
-dedicated thread, off the event loop. A failed insert is retried with exponential back-off until
-it succeeds: during an outage writers wait (back-pressure on the consumer), nothing is dropped.
+``submit`` hands rows over and returns a future that resolves once they are stored, so a Faust
+agent can go on consuming and ack its Kafka messages only when their rows are in ClickHouse
+(offsets are committed strictly after storage). A buffer is flushed when it holds ``max_rows`` or
+its oldest row is ``max_age`` seconds old. Inserts run on one dedicated thread, off the event
+loop. A failed insert is retried with exponential back-off until it succeeds. At most
+``max_pending_rows`` rows wait unstored; beyond that ``submit`` itself waits, which stops the
+agent and so the consumer: during an outage the pipeline applies back-pressure, nothing is dropped.
 """
 
 from __future__ import annotations
@@ -56,9 +58,13 @@ class BatchingSink:
     """Buffers rows per table and stores them in batches; see the module docstring."""
 
     def __init__(self, insert: InsertFn, *, max_rows: int = 20000, max_age: float = 1.0,
-                 retry_initial: float = 0.1, retry_max: float = 10.0) -> None:
+                 max_pending_rows: int = 100_000, retry_initial: float = 0.1,
+                 retry_max: float = 10.0) -> None:
         self._insert = insert
         self._max_rows = max_rows
+        self._max_pending = max(max_pending_rows, max_rows)
+        self._pending = 0
+        self._room = asyncio.Condition()
         self._max_age = max_age
         self._retry_initial = retry_initial
         self._retry_max = retry_max
@@ -68,32 +74,42 @@ class BatchingSink:
         self.stats = SinkStats()
 
     async def write(self, spec: TableSpec, columns: Sequence[Sequence[Any]]) -> None:
-        """Add rows (given as columns in ``spec.columns`` order) and wait until they are stored.
+        """Add rows and wait until they are stored (``submit``, then await its future)."""
+        await (await self.submit(spec, columns))
 
-        Raises ``SinkClosed`` if the sink is closed before they are.
-        """
+    async def submit(self, spec: TableSpec,
+                     columns: Sequence[Sequence[Any]]) -> asyncio.Future[None]:
+        """Add rows (given as columns in ``spec.columns`` order); waits only while too many rows
+        are unstored. The returned future resolves when the rows are stored, or fails with
+        ``SinkClosed`` if the sink is closed before they are."""
         if self._closed:
             raise SinkClosed("sink is closed")
         if len(columns) != len(spec.columns):
             raise ValueError(f"{spec.name}: {len(columns)} columns given, "
                              f"{len(spec.columns)} expected")
         count = len(columns[0]) if columns else 0
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if count == 0:
-            return
+            waiter.set_result(None)
+            return waiter
+        async with self._room:
+            # One oversized submission is let through alone rather than blocked for ever.
+            await self._room.wait_for(
+                lambda: self._pending == 0 or self._pending + count <= self._max_pending)
+            self._pending += count
         buffer = self._buffers.get(spec.name)
         if buffer is None:
             buffer = self._buffers[spec.name] = _Buffer.empty(spec)
         for target, values in zip(buffer.columns, columns, strict=True):
             target.extend(values)
         buffer.rows += count
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         buffer.waiters.append(waiter)
         if buffer.rows >= self._max_rows:
             self._start_flush(buffer)
         elif buffer.timer is None and buffer.flushing is None:
             buffer.timer = asyncio.get_running_loop().call_later(
                 self._max_age, self._start_flush, buffer)
-        await waiter
+        return waiter
 
     async def flush(self) -> None:
         """Store everything buffered now, and wait until it is stored."""
@@ -146,6 +162,9 @@ class BatchingSink:
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_result(None)
+                async with self._room:
+                    self._pending -= rows
+                    self._room.notify_all()
         finally:
             buffer.flushing = None
 

@@ -1,12 +1,14 @@
 """Faust agents: they only move messages between topics, the pure logic and the sink.
 
-Each agent takes messages in batches without auto-acking (``noack_take``) and acks them only
-after their rows are stored and their dead letters delivered. A crash at any point therefore
-re-delivers the batch, and ClickHouse's deterministic row ids absorb the repeat.
+Each agent takes messages in batches without auto-acking (``noack_take``), hands their rows to
+the sink and goes on with the next batch; a batch is acked only once its rows are stored and its
+dead letters delivered, and batches are acked in the order they were taken. A crash at any point
+therefore re-delivers what was not stored, and ClickHouse's deterministic row ids absorb repeats.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -16,7 +18,7 @@ from faust.types import EventT
 
 from schemas.codec import Codec
 from schemas.records import DeadLetter
-from sinks.batcher import BatchingSink
+from sinks.batcher import BatchingSink, SinkClosed
 from sinks.tables import WORKFLOW_EVENTS, workflow_event_columns
 from streams.history_ingest import decode_history
 from streams.messages import RawMessage
@@ -50,6 +52,46 @@ async def publish_dead_letters(topic: faust.TopicT, letters: Sequence[DeadLetter
         await delivery
 
 
+class InOrderAcks:
+    """Acks batches of a stream in the order they were taken, each once its rows are stored.
+
+    Order matters: Faust commits the first consecutive run of acked offsets, and on a partition
+    with nothing committed yet it does so even when earlier offsets are still unacked. An ack
+    overtaking an unstored batch could thus commit past it. After a failed batch nothing more is
+    acked: the worker's successor consumes again from the last good offset.
+    """
+
+    def __init__(self, stream: faust.StreamT, max_batches: int = 32) -> None:
+        self._stream = stream
+        self._queue: asyncio.Queue[tuple[asyncio.Future[None] | None, Sequence[EventT]]] = (
+            asyncio.Queue(max_batches))
+        self._task: asyncio.Task[None] | None = None
+
+    async def add(self, stored: asyncio.Future[None] | None, events: Sequence[EventT]) -> None:
+        """Ack ``events`` once ``stored`` (if any) resolves; waits while the queue is full."""
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+        await self._queue.put((stored, events))
+
+    def stop(self) -> None:
+        """Stop acking (the agent is stopping; unacked messages will be consumed again)."""
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            stored, events = await self._queue.get()
+            if stored is not None:
+                try:
+                    await stored
+                except SinkClosed as exc:
+                    log.error("rows of %d messages were not stored (%s); acking stops here so "
+                              "they are consumed again after a restart", len(events), exc)
+                    return
+            for event in events:
+                await self._stream.ack(event)
+
+
 def register_history_agent(app: faust.App, *, source: faust.TopicT,
                            deadletters: faust.TopicT, sink: BatchingSink, codec: Codec,
                            settings: Settings) -> None:
@@ -57,11 +99,15 @@ def register_history_agent(app: faust.App, *, source: faust.TopicT,
 
     @app.agent(source, name="history-ingest")
     async def ingest_history(stream: faust.StreamT) -> None:
-        async for events in stream.noack_take(settings.consumer_batch,
-                                              within=settings.consumer_batch_seconds):
-            batch = decode_history([raw_message(e) for e in events], codec, now_ms())
-            await publish_dead_letters(deadletters, batch.rejects, codec)
-            if batch.events:
-                await sink.write(WORKFLOW_EVENTS, workflow_event_columns(batch.events))
-            for event in events:
-                await stream.ack(event)
+        acks = InOrderAcks(stream)
+        try:
+            async for events in stream.noack_take(settings.consumer_batch,
+                                                  within=settings.consumer_batch_seconds):
+                batch = decode_history([raw_message(e) for e in events], codec, now_ms())
+                await publish_dead_letters(deadletters, batch.rejects, codec)
+                stored = (await sink.submit(WORKFLOW_EVENTS,
+                                            workflow_event_columns(batch.events))
+                          if batch.events else None)
+                await acks.add(stored, events)
+        finally:
+            acks.stop()

@@ -18,9 +18,9 @@ def raw_topic(app: faust.App, name: str, settings: Settings) -> faust.TopicT:
                      partitions=settings.partitions)
 
 
-def create_app(settings: Settings) -> faust.App:
-    """The worker's Faust app with every agent registered."""
-    app = faust.App(
+def faust_app(settings: Settings) -> faust.App:
+    """A Faust app configured from ``settings``, with no agents yet."""
+    return faust.App(
         settings.app_id,
         broker=settings.faust_broker,
         store="memory://",
@@ -32,12 +32,19 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds / 4),
         broker_commit_interval=1.0,
+        web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
     )
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The worker's Faust app with every agent registered."""
+    app = faust_app(settings)
     sink = BatchingSink(ColumnarWriter(settings).insert, max_rows=settings.sink_batch_rows,
                         max_age=settings.sink_flush_seconds,
+                        max_pending_rows=settings.sink_max_pending_rows,
                         retry_max=settings.sink_retry_max_seconds)
     codec = default_codec()
     register_history_agent(

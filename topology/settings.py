@@ -50,6 +50,8 @@ class Settings:
         20000, "Rows buffered per ClickHouse table before an insert is started.")
     sink_flush_seconds: float = _setting(
         1.0, "Longest a row waits in the buffer before its insert is started.")
+    sink_max_pending_rows: int = _setting(
+        100_000, "Rows handed to the sink but not yet stored before agents wait (back-pressure).")
     sink_retry_max_seconds: float = _setting(
         10.0, "Ceiling of the exponential back-off between retries of a failed insert.")
     session_timeout_seconds: float = _setting(
@@ -60,6 +62,9 @@ class Settings:
         "configuration, data and logs.")
     stack_clickhouse_http_port: int = _setting(
         18123, "HTTP port of the local stack's ClickHouse (its TCP port is clickhouse_port).")
+    traces_dir: Path = _setting(
+        Path("../shared/traces"),
+        "Folder of real workflow traces (WfFormat JSON) the demo replays when given no files.")
     log_level: str = _setting("info", "Log level of the worker and the CLI.")
 
     @classmethod
@@ -77,7 +82,8 @@ class Settings:
 
     def validate(self) -> None:
         """Raise ``SettingsError`` for values no deployment can run with."""
-        for name in ("partitions", "replication_factor", "consumer_batch", "sink_batch_rows"):
+        for name in ("partitions", "replication_factor", "consumer_batch", "sink_batch_rows",
+                     "sink_max_pending_rows"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("consumer_batch_seconds", "sink_flush_seconds", "sink_retry_max_seconds",

@@ -10,13 +10,14 @@ import threading
 import uuid
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from schemas.codec import default_codec
 from schemas.records import DeadLetter, EventKind, HistoryEvent
 from sinks.clickhouse import connect
 from tests.support import WorkerProcess, wait_for
 from topology import topics
+from topology.consume import read_topic
 from topology.settings import Settings
 
 CODEC = default_codec()
@@ -58,18 +59,7 @@ def _stored(settings: Settings, prefix: str) -> list[tuple[str, int]]:
 
 
 def _dead_letters(settings: Settings) -> list[DeadLetter]:
-    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "dlq-reader",
-                         "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topics.DEADLETTER, p, OFFSET_BEGINNING)
-                     for p in range(settings.partitions)])
-    letters = []
-    try:
-        while (message := consumer.poll(2.0)) is not None:
-            assert message.error() is None, message.error()
-            letters.append(DeadLetter.from_avro(CODEC.decode(message.value()).record))
-    finally:
-        consumer.close()
-    return letters
+    return [DeadLetter.from_avro(d.record) for d in read_topic(settings, topics.DEADLETTER)]
 
 
 def test_malformed_messages_go_to_deadletter_and_good_ones_around_them_are_stored(

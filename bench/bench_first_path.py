@@ -1,0 +1,92 @@
+"""First-path throughput: wf.history -> decode -> ClickHouse, against a do-nothing Faust agent.
+
+Both consume the same pre-produced topic in the same run, with the same Faust settings and
+batching (``noack_take``); the reference only acks. Timed from Faust's "Worker ready" log line
+(partitions assigned) to the last message seen (reference) or the last row stored (pipeline).
+Two shapes of the same events: one event per message, and envelopes of 50.
+    .venv/bin/python bench/bench_first_path.py
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import bench_stack, sample_events
+from sinks.clickhouse import connect
+from topology.publish import Publisher
+from topology.settings import Settings
+from topology.worker import prepare
+from topology.worker_process import WorkerProcess
+
+EVENTS = 100_000
+WORKFLOWS = 100
+READY = re.compile(
+    r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[INFO\] \[\^Worker\]: Ready")
+LOGS = Path(tempfile.mkdtemp(prefix="shadowflow-bench-logs-"))
+
+
+def _ready_at(worker: WorkerProcess) -> float:
+    stamp = READY.findall(worker.log())[-1]
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def _produce(settings: Settings, per_message: int) -> int:
+    publisher = Publisher(settings)
+    per_workflow = EVENTS // WORKFLOWS
+    for w in range(WORKFLOWS):
+        publisher.send_history(sample_events(f"wf-{w:04d}", per_workflow), per_message)
+    publisher.flush(120)
+    return publisher.sent
+
+
+def _reference(settings: Settings, messages: int) -> float:
+    worker = WorkerProcess(settings.with_overrides(app_id="bench-noop"),
+                           LOGS / f"noop-{messages}.log",
+                           [sys.executable, "bench/noop_worker.py"],
+                           {"BENCH_TARGET": str(messages)})
+    worker.start(120)
+    try:
+        while "DONE" not in worker.log():
+            time.sleep(0.05)
+        done = float(re.findall(r"DONE \d+ ([\d.]+)", worker.log())[-1])
+        return done - _ready_at(worker)
+    finally:
+        worker.kill()
+
+
+def _pipeline(settings: Settings) -> float:
+    worker = WorkerProcess(settings.with_overrides(app_id="bench-real"),
+                           LOGS / f"real-{time.monotonic_ns()}.log")
+    client = connect(settings)
+    worker.start(120)
+    try:
+        while client.execute("SELECT count() FROM workflow_events FINAL")[0][0] < EVENTS:
+            time.sleep(0.05)
+        return time.time() - _ready_at(worker)
+    finally:
+        worker.stop()
+
+
+def main() -> None:
+    print(f"first path, {EVENTS} history events of {WORKFLOWS} workflows, 4 partitions")
+    print(f"{'events/message':>14} {'consumer':<22} {'messages/s':>11} {'events/s':>10}")
+    for per_message in (1, 50):
+        with bench_stack() as settings:
+            prepare(settings)
+            messages = _produce(settings, per_message)
+            for name, seconds in (("do-nothing agent (ref)", _reference(settings, messages)),
+                                  ("shadowflow worker", _pipeline(settings))):
+                print(f"{per_message:>14} {name:<22} {messages / seconds:>11,.0f} "
+                      f"{EVENTS / seconds:>10,.0f}")
+    print(f"worker logs: {LOGS}")
+
+
+if __name__ == "__main__":
+    main()
