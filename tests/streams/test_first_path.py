@@ -6,12 +6,15 @@ Real broker, real ClickHouse, real worker processes; a crash is a real SIGKILL.
 from __future__ import annotations
 
 import os
+import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
 from confluent_kafka import Producer
 
+from infra.stack import LocalStack
 from schemas.codec import default_codec
 from schemas.records import DeadLetter, EventKind, HistoryEvent
 from sinks.clickhouse import connect
@@ -136,3 +139,36 @@ def test_exactly_once_in_clickhouse_across_a_sigkill(
         "WHERE startsWith(workflow_id, %(p)s)", {"p": prefix})
     assert count == ids == len(produced)
     assert second.stop() == 0
+
+
+def test_broker_outage_pauses_the_worker_without_losing_or_doubling_rows(
+        stack: LocalStack, settings: Settings,
+        worker_factory: Callable[..., WorkerProcess]) -> None:
+    # Tansu keeps its data in memory, so the outage is a frozen broker (SIGSTOP), as a network
+    # partition looks to its clients, rather than a restart that would empty it.
+    prefix = f"outage-{uuid.uuid4().hex[:8]}-"
+    before = [_history(f"{prefix}a{i:02d}", 100) for i in range(20)]
+    after = [_history(f"{prefix}b{i:02d}", 100) for i in range(20)]
+    producer = _Producer(settings)
+    worker = worker_factory().start()
+    for events in before:
+        producer.send(events[0].workflow_id, _envelope(events))
+    producer.flush()
+    wait_for(lambda: len(_stored(settings, prefix)) == 2000, what="rows before the outage")
+
+    broker_pid = next(s.pid for s in stack.status() if s.name == "broker")
+    assert broker_pid is not None
+    os.kill(broker_pid, signal.SIGSTOP)
+    try:
+        time.sleep(settings.session_timeout_seconds + 4)
+        assert worker.process is not None and worker.process.poll() is None
+    finally:
+        os.kill(broker_pid, signal.SIGCONT)
+
+    for events in after:
+        producer.send(events[0].workflow_id, _envelope(events))
+    producer.flush()
+    expected = sorted((e.workflow_id, e.sequence) for events in before + after for e in events)
+    wait_for(lambda: _stored(settings, prefix) == expected, timeout=120,
+             what="every row after the outage")
+    assert worker.process.poll() is None, "the worker must survive the outage"
