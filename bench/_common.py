@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
-from infra.stack import LocalStack
+from infra.stack import temporary_stack
 from schemas.records import EventKind, HistoryEvent, Resources
 from topology.settings import Settings
 
@@ -16,17 +14,10 @@ from topology.settings import Settings
 @contextlib.contextmanager
 def bench_stack(**overrides: object) -> Iterator[Settings]:
     """A broker and ClickHouse on the benchmarks' own ports, stopped and deleted afterwards."""
-    settings = Settings().with_overrides(
-        broker="127.0.0.1:39092", clickhouse_port=39000, stack_clickhouse_http_port=38123,
-        clickhouse_database="shadowflow_bench",
-        stack_dir=Path(tempfile.mkdtemp(prefix="shadowflow-bench-stack-")),
-        log_level="warning", **overrides)
-    stack = LocalStack(settings)
-    try:
-        stack.up(timeout=90)
-        yield settings
-    finally:
-        stack.down(purge=True)
+    with temporary_stack("bench", broker_port=39092, clickhouse_port=39000, http_port=38123,
+                         clickhouse_database="shadowflow_bench", log_level="warning",
+                         **overrides) as stack:
+        yield stack.settings
 
 
 def best_time(action: Callable[[], object], repeats: int = 3) -> float:

@@ -16,12 +16,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from typing import Any
 
 from topology.settings import Settings, env_name
 
@@ -197,6 +199,23 @@ class LocalStack:
         for name in ("config.xml", "users.xml"):
             text = Template((TEMPLATES / name).read_text()).substitute(values)
             (root / name).write_text(text)
+
+
+@contextlib.contextmanager
+def temporary_stack(name: str, broker_port: int, clickhouse_port: int, http_port: int,
+                    **overrides: Any) -> Iterator[LocalStack]:
+    """A running stack of its own on the given ports, in a new temporary folder
+    (``shadowflow-NAME-stack-*``); stopped and deleted on exit, also when start-up fails."""
+    settings = Settings().with_overrides(
+        broker=f"127.0.0.1:{broker_port}", clickhouse_port=clickhouse_port,
+        stack_clickhouse_http_port=http_port,
+        stack_dir=Path(tempfile.mkdtemp(prefix=f"shadowflow-{name}-stack-")), **overrides)
+    stack = LocalStack(settings)
+    try:
+        stack.up(timeout=90)
+        yield stack
+    finally:
+        stack.down(purge=True)
 
 
 def find_clickhouse(search_path: str | None = None) -> str:

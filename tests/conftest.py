@@ -7,38 +7,26 @@ Tests that need no services (pure logic) never start it.
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from infra.stack import LocalStack
+from infra.stack import LocalStack, temporary_stack
 from tests.support import WorkerProcess, free_port
 from topology.settings import Settings
 
 
 @pytest.fixture(scope="session")
-def stack_settings() -> Iterator[Settings]:
-    """Settings of the tests' own stack (not yet started)."""
-    directory = Path(tempfile.mkdtemp(prefix="shadowflow-test-stack-"))
-    yield Settings().with_overrides(
-        broker="127.0.0.1:29092", clickhouse_port=29000, stack_clickhouse_http_port=28123,
-        clickhouse_database="shadowflow_test", stack_dir=directory,
-        session_timeout_seconds=6.0, consumer_batch_seconds=0.2, sink_flush_seconds=0.3,
-        sink_retry_max_seconds=1.0, log_level="info")
-
-
-@pytest.fixture(scope="session")
-def stack(stack_settings: Settings) -> Iterator[LocalStack]:
-    """The running test stack: a Tansu broker and a ClickHouse server."""
-    local = LocalStack(stack_settings)
-    try:
-        local.up(timeout=90)
+def stack() -> Iterator[LocalStack]:
+    """The running test stack: a Tansu broker and a ClickHouse server of the tests' own."""
+    with temporary_stack(
+            "test", broker_port=29092, clickhouse_port=29000, http_port=28123,
+            clickhouse_database="shadowflow_test", session_timeout_seconds=6.0,
+            consumer_batch_seconds=0.2, sink_flush_seconds=0.3, sink_retry_max_seconds=1.0,
+            log_level="info") as local:
         yield local
-    finally:
-        local.down(purge=True)
 
 
 @pytest.fixture
