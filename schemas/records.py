@@ -139,3 +139,26 @@ def history_events(decoded: Decoded) -> list[HistoryEvent]:
             )
         return events
     raise CodecError(f"expected HistoryEvent or HistoryEnvelope, got {decoded.type_name}")
+
+
+@dataclass(frozen=True, slots=True)
+class StateSnapshot:
+    """The primary's state vector after applying its history up to ``sequence``."""
+
+    workflow_id: str
+    run_id: str
+    sequence: int
+    timestamp_ms: int
+    variables: Mapping[str, Value]
+
+    @classmethod
+    def from_avro(cls, r: Mapping[str, Any]) -> StateSnapshot:
+        """The record fastavro decoded."""
+        return cls(r["workflow_id"], r["run_id"], r["sequence"], r["timestamp_ms"],
+                   r["variables"])
+
+    def to_avro(self) -> dict[str, Any]:
+        """The dict fastavro encodes."""
+        return {"workflow_id": self.workflow_id, "run_id": self.run_id,
+                "sequence": self.sequence, "timestamp_ms": self.timestamp_ms,
+                "variables": dict(self.variables)}
