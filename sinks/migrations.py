@@ -58,6 +58,29 @@ MIGRATIONS: tuple[Migration, ...] = (
         ORDER BY (workflow_id, run_id, sequence)
         """,
     )),
+    Migration(2, "anomalies found by the mirrors and the forecasts", (
+        """
+        CREATE TABLE IF NOT EXISTS anomalies (
+            row_id UInt64,
+            anomaly_id String,
+            workflow_id String,
+            run_id String,
+            sequence UInt64,
+            kind String,
+            severity String,
+            score Float64,
+            detected_ms UInt64,
+            detected_time DateTime DEFAULT toDateTime(intDiv(detected_ms, 1000)),
+            detected_date Date DEFAULT toDate(toDateTime(intDiv(detected_ms, 1000))),
+            message String,
+            variables Nested(
+                name String, status String, primary_value String, mirror_value String,
+                weight Float64, contribution Float64)
+        ) ENGINE = ReplacingMergeTree()
+        PARTITION BY toYYYYMM(detected_date)
+        ORDER BY (workflow_id, run_id, kind, sequence)
+        """,
+    )),
 )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,13 @@ WORKFLOW_EVENTS = TableSpec("workflow_events", (
     "labels.key", "labels.value", "declared_cpu_cores", "declared_memory_bytes",
     "declared_network_bytes", "declared_cost", "state.name", "state.value", "error",
     "source_partition", "source_offset",
+))
+
+
+ANOMALIES = TableSpec("anomalies", (
+    "row_id", "anomaly_id", "workflow_id", "run_id", "sequence", "kind", "severity", "score",
+    "detected_ms", "message", "variables.name", "variables.status", "variables.primary_value",
+    "variables.mirror_value", "variables.weight", "variables.contribution",
 ))
 
 
@@ -65,6 +72,24 @@ def workflow_event_columns(located: Sequence[Located]) -> list[list[Any]]:
             declared.cost if declared else None,
             list(e.values), [json.dumps(v) for v in e.values.values()], e.error or "",
             item.partition, item.offset,
+        )
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
+
+
+def anomaly_columns(anomalies: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    """``anomalies`` columns for ``Anomaly`` records (values of variables as JSON text)."""
+    columns: list[list[Any]] = [[] for _ in ANOMALIES.columns]
+    for a in anomalies:
+        variables = a["variables"]
+        row = (
+            row_id(a["kind"], a["workflow_id"], a["run_id"], a["sequence"]), a["anomaly_id"],
+            a["workflow_id"], a["run_id"], a["sequence"], a["kind"], a["severity"], a["score"],
+            a["detected_ms"], a["message"], [v["name"] for v in variables],
+            [v["status"] for v in variables], [json.dumps(v["primary"]) for v in variables],
+            [json.dumps(v["mirror"]) for v in variables], [v["weight"] for v in variables],
+            [v["contribution"] for v in variables],
         )
         for column, value in zip(columns, row, strict=True):
             column.append(value)

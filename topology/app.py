@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import faust
 
 from schemas.codec import default_codec
 from sinks.batcher import BatchingSink
 from sinks.clickhouse import ColumnarWriter
 from streams.agents import register_history_agent
+from streams.mirror import MirrorLimits
+from streams.mirror_agents import MirrorService, register_mirror_agents
+from streams.mirrors import Mirrors
 from topology import topics
+from topology.api import register_routes
+from topology.definition_feed import DefinitionFeed, initial_registry
 from topology.settings import Settings
 
 
@@ -40,20 +47,49 @@ def faust_app(settings: Settings) -> faust.App:
 
 
 def create_app(settings: Settings) -> faust.App:
-    """The worker's Faust app with every agent registered."""
+    """The worker's Faust app with every agent, timer and route registered."""
     app = faust_app(settings)
+    codec = default_codec()
     sink = BatchingSink(ColumnarWriter(settings).insert, max_rows=settings.sink_batch_rows,
                         max_age=settings.sink_flush_seconds,
                         max_pending_rows=settings.sink_max_pending_rows,
                         retry_max=settings.sink_retry_max_seconds)
-    codec = default_codec()
-    register_history_agent(
-        app, source=raw_topic(app, topics.HISTORY, settings),
-        deadletters=raw_topic(app, topics.DEADLETTER, settings),
-        sink=sink, codec=codec, settings=settings)
+    history = raw_topic(app, topics.HISTORY, settings)
+    deadletters = raw_topic(app, topics.DEADLETTER, settings)
+    definitions_topic = app.topic(topics.DEFINITIONS, key_serializer="raw",
+                                  value_serializer="raw", partitions=1)
+    register_history_agent(app, source=history, deadletters=deadletters, sink=sink,
+                           codec=codec, settings=settings)
+
+    definitions = initial_registry(settings)
+    feed = DefinitionFeed(settings, definitions)
+    mirrors = Mirrors(definitions, MirrorLimits(
+        reorder_window=settings.mirror_reorder_window,
+        gap_timeout_ms=int(settings.mirror_gap_seconds * 1000)),
+        compare_wait_ms=int(settings.mirror_compare_wait_seconds * 1000))
+    service = MirrorService(app, mirrors, codec=codec, sink=sink, settings=settings,
+                            mirror_topic=raw_topic(app, topics.MIRROR, settings),
+                            anomaly_topic=raw_topic(app, topics.ANOMALIES, settings))
+    register_mirror_agents(app, service, history=history,
+                           state=raw_topic(app, topics.STATE, settings),
+                           deadletters=deadletters, settings=settings)
+
+    async def publish_definition(document: dict[str, object]) -> None:
+        delivery = await definitions_topic.send(
+            key=str(document["workflow_type"]).encode(), value=json.dumps(document).encode(),
+            force=True)
+        await delivery
+
+    register_routes(app, mirrors, definitions, history=history,
+                    publish_definition=publish_definition)
+
+    @app.task
+    async def start_feed() -> None:
+        feed.start()
 
     @app.on_before_shutdown.connect
-    async def close_sink(sender: faust.App, **_: object) -> None:
+    async def close(sender: faust.App, **_: object) -> None:
+        feed.stop()
         await sink.close()
 
     return app

@@ -28,3 +28,29 @@ def read_topic(settings: Settings, topic: str, idle_seconds: float = 2.0) -> lis
     finally:
         consumer.close()
     return decoded
+
+
+def read_partition(settings: Settings, topic: str, partition: int,
+                   timeout: float = 30.0) -> list[tuple[bytes | None, bytes | None]]:
+    """Every ``(key, value)`` of one partition, from its start to its end as of now (a
+    tombstone has value ``None``)."""
+    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "shadowflow-reader",
+                         "enable.auto.commit": False})
+    try:
+        tp = TopicPartition(topic, partition)
+        low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+        if high <= low:
+            return []
+        consumer.assign([TopicPartition(topic, partition, low)])
+        entries: list[tuple[bytes | None, bytes | None]] = []
+        while True:
+            message = consumer.poll(timeout)
+            if message is None:
+                raise TimeoutError(f"{topic}[{partition}] stopped before offset {high - 1}")
+            if message.error() is not None:
+                raise RuntimeError(f"reading {topic}[{partition}]: {message.error()}")
+            entries.append((message.key(), message.value()))
+            if message.offset() >= high - 1:
+                return entries
+    finally:
+        consumer.close()

@@ -8,7 +8,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from schemas.codec import Codec, default_codec
-from schemas.records import HistoryEvent
+from schemas.records import HistoryEvent, StateSnapshot
 from topology.settings import Settings
 
 
@@ -24,6 +24,8 @@ class Publisher:
         self.codec = codec or default_codec()
         self._producer = Producer({
             "bootstrap.servers": settings.broker, "linger.ms": 20, "acks": "all",
+            # Kafka's Java default: workers route HTTP requests by the same hash.
+            "partitioner": "murmur2_random",
             "enable.idempotence": True, "compression.type": "none",
             "queue.buffering.max.messages": 200_000, **config,
         })
@@ -54,6 +56,11 @@ class Publisher:
             self.send(topic, workflow_id, value)
             messages += 1
         return messages
+
+    def send_state(self, snapshot: StateSnapshot, topic: str = "wf.state") -> None:
+        """Send one primary state snapshot."""
+        self.send(topic, snapshot.workflow_id, self.codec.encode("StateSnapshot",
+                                                                 snapshot.to_avro()))
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every queued message is delivered; ``PublishError`` otherwise."""

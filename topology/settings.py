@@ -62,6 +62,19 @@ class Settings:
         "configuration, data and logs.")
     stack_clickhouse_http_port: int = _setting(
         18123, "HTTP port of the local stack's ClickHouse (its TCP port is clickhouse_port).")
+    mirror_reorder_window: int = _setting(
+        10_000, "Most out-of-order events a mirror holds for one run before it declares the gap "
+        "before them missing.")
+    mirror_gap_seconds: float = _setting(
+        30.0, "How long a gap in a run's history may stay open before it is declared missing "
+        "(a MISSING_EVENTS anomaly) and skipped.")
+    mirror_compare_wait_seconds: float = _setting(
+        30.0, "How long a primary snapshot waits for the mirror to reach its sequence.")
+    mirror_retention_seconds: float = _setting(
+        300.0, "How long a finished run's mirror stays in memory (and answers the API).")
+    definitions_path: str = _setting(
+        "", "A workflow-definition JSON file, or a folder of them, loaded at start "
+        "(empty: none; definitions registered through the API are kept on shadow.definitions).")
     traces_dir: Path = _setting(
         Path("../shared/traces"),
         "Folder of real workflow traces (WfFormat JSON) the demo replays when given no files.")
@@ -83,11 +96,12 @@ class Settings:
     def validate(self) -> None:
         """Raise ``SettingsError`` for values no deployment can run with."""
         for name in ("partitions", "replication_factor", "consumer_batch", "sink_batch_rows",
-                     "sink_max_pending_rows"):
+                     "sink_max_pending_rows", "mirror_reorder_window"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("consumer_batch_seconds", "sink_flush_seconds", "sink_retry_max_seconds",
-                     "session_timeout_seconds"):
+                     "session_timeout_seconds", "mirror_gap_seconds",
+                     "mirror_compare_wait_seconds", "mirror_retention_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be positive")
         if not self.broker.strip():
@@ -98,6 +112,11 @@ class Settings:
         settings = replace(self, **changes)
         settings.validate()
         return settings
+
+    @property
+    def mirror_retention_ms(self) -> int:
+        """``mirror_retention_seconds`` in milliseconds."""
+        return int(self.mirror_retention_seconds * 1000)
 
     @property
     def broker_hosts(self) -> list[str]:

@@ -21,6 +21,7 @@ RESERVATIONS = "shadow.reservations"
 ANOMALIES = "shadow.anomalies"
 MIRROR = "shadow.mirror"
 DEADLETTER = "shadow.deadletter"
+DEFINITIONS = "shadow.definitions"
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class TopicSpec:
     cleanup_policy: str = "delete"
     copartitioned: bool = False
     """Keyed by workflow id with the shared partition count, so one worker owns a workflow."""
+    partitions: int | None = None
+    """A fixed partition count; ``None`` means ``SHADOWFLOW_PARTITIONS``."""
 
     def config(self) -> dict[str, str]:
         """Topic configuration for the admin client."""
@@ -54,6 +57,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(ANOMALIES, "Anomalies and alerts (Anomaly).", 30 * DAY_MS),
     TopicSpec(MIRROR, "Mirror snapshots and deltas, latest per key.", 0, cleanup_policy="compact"),
     TopicSpec(DEADLETTER, "Messages that could not be processed (DeadLetter).", 30 * DAY_MS),
+    TopicSpec(DEFINITIONS, "Workflow definitions registered through the API (JSON), latest "
+              "per workflow type; every worker reads all of it.", 0, cleanup_policy="compact",
+              partitions=1),
 )
 
 
@@ -72,7 +78,8 @@ def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = TOPICS,
     admin = AdminClient({"bootstrap.servers": settings.broker})
     existing = _partition_counts(admin, timeout)
     wanted = [
-        NewTopic(s.name, settings.partitions, settings.replication_factor, config=s.config())
+        NewTopic(s.name, s.partitions or settings.partitions, settings.replication_factor,
+                 config=s.config())
         for s in specs if s.name not in existing
     ]
     created: list[str] = []

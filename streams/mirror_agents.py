@@ -1,0 +1,219 @@
+"""Faust wiring of the mirrors: wf.history and wf.state in; shadow.mirror, shadow.anomalies and the
+``anomalies`` table out. The logic is in ``streams.mirrors``; this module moves values around.
+
+Order of effects for a batch of history messages: events are applied, then each touched run's
+snapshot or delta is sent to ``shadow.mirror``, comparisons that became possible are scored and
+their anomalies sent and stored, and only when all of that is on the broker and in ClickHouse is
+the batch acked. After a crash, a worker restores each partition's mirrors from ``shadow.mirror``
+before it processes that partition again; re-delivered events are then duplicates and ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Hashable, Iterable, Sequence
+
+import faust
+from faust.types import EventT
+
+from schemas.codec import Codec, CodecError
+from schemas.records import StateSnapshot, history_events
+from sinks.batcher import BatchingSink
+from sinks.tables import ANOMALIES, anomaly_columns
+from streams.agents import InOrderAcks, now_ms, publish_dead_letters, raw_message
+from streams.mirror_log import DELTA, SNAPSHOT, next_record, record_key, restore_all
+from streams.mirrors import Finding, Mirrors, RunKey
+from topology.consume import read_partition
+from topology.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class MirrorService:
+    """The worker's mirrors and the topics and table they write to."""
+
+    def __init__(self, app: faust.App, mirrors: Mirrors, *, codec: Codec, sink: BatchingSink,
+                 settings: Settings, mirror_topic: faust.TopicT,
+                 anomaly_topic: faust.TopicT) -> None:
+        self.app = app
+        self.mirrors = mirrors
+        self.codec = codec
+        self.sink = sink
+        self.settings = settings
+        self.mirror_topic = mirror_topic
+        self.anomaly_topic = anomaly_topic
+        self.restored: set[int] = set()
+        self._restoring: dict[int, asyncio.Task[None]] = {}
+        self._tokens = itertools.count()
+        self._done: dict[Hashable, asyncio.Future[None]] = {}
+
+    async def ensure_restored(self, partitions: Iterable[int]) -> None:
+        """Restore the mirrors of partitions not yet restored since they were assigned."""
+        for partition in sorted(set(partitions) - self.restored):
+            task = self._restoring.get(partition)
+            if task is None:
+                task = self._restoring[partition] = asyncio.ensure_future(
+                    self._restore(partition))
+            await asyncio.shield(task)
+
+    async def _restore(self, partition: int) -> None:
+        try:
+            entries = await asyncio.to_thread(
+                read_partition, self.settings, self.mirror_topic.get_topic_name(), partition)
+            decoded = [(key or b"", None if value is None else self.codec.decode(value).record)
+                       for key, value in entries]
+            restored = restore_all(decoded, self.mirrors.limits)
+            self.mirrors.load(restored, partition)
+            self.restored.add(partition)
+            log.info("restored %d mirrors of partition %d from %d records", len(restored),
+                     partition, len(entries))
+        finally:
+            self._restoring.pop(partition, None)
+
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """The worker no longer owns these partitions."""
+        partitions = set(partitions)
+        self.restored -= partitions
+        for token in self.mirrors.drop_partitions(partitions):
+            self._finish(token)
+
+    def wait_for_comparison(self, snapshot: StateSnapshot) -> asyncio.Future[None]:
+        """Queue a primary snapshot; the future resolves once it is compared and any anomaly
+        is on the broker and in ClickHouse (or it was given up)."""
+        token = next(self._tokens)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._done[token] = future
+        self.mirrors.await_comparison(snapshot, now_ms(), token)
+        return future
+
+    async def settle(self, findings: list[Finding], done: Sequence[Hashable],
+                     effects: Sequence[asyncio.Future[None]] = ()) -> asyncio.Future[None]:
+        """Publish findings; return a future that resolves when they and ``effects`` are
+        stored, resolving the comparisons ``done`` at the same moment."""
+        stamp = now_ms()
+        records = [f.to_avro(stamp) for f in findings]
+        pending = list(effects)
+        for finding, record in zip(findings, records, strict=True):
+            log.warning("anomaly %s %s %s/%s@%d score %.3g: %s", finding.severity, finding.kind,
+                        finding.workflow_id, finding.run_id, finding.sequence, finding.score,
+                        finding.message)
+            pending.append(await self.anomaly_topic.send(
+                key=finding.workflow_id.encode(), value=self.codec.encode("Anomaly", record),
+                force=True))
+        if records:
+            pending.append(await self.sink.submit(ANOMALIES, anomaly_columns(records)))
+        combined = asyncio.ensure_future(_all(pending))
+        tokens = list(done)
+        combined.add_done_callback(lambda f: [self._finish(t, f.exception()) for t in tokens])
+        return combined
+
+    async def persist(self, keys: Iterable[RunKey]) -> list[asyncio.Future[None]]:
+        """Send each run's snapshot or delta to ``shadow.mirror``; returns the deliveries."""
+        deliveries = []
+        for key in sorted(set(keys)):
+            mirror = self.mirrors.runs.get(key)
+            if mirror is None:
+                continue
+            record = next_record(mirror)
+            deliveries.append(await self.mirror_topic.send(
+                key=record_key(*key, record["kind"]),
+                value=self.codec.encode("MirrorRecord", record),
+                partition=self.mirrors.partition_of[key], force=True))
+        return deliveries
+
+    async def tick(self) -> None:
+        """Timer work: gaps open too long, snapshots never reached, finished runs evicted."""
+        findings, done = self.mirrors.expire(now_ms())
+        more, done_too = self.mirrors.compare_ready()
+        await self.settle(findings + more, [*done, *done_too])
+        for key in self.mirrors.evict_finished(now_ms(), self.settings.mirror_retention_ms):
+            partition = self.mirrors.partition_of.get(key)
+            for kind in (SNAPSHOT, DELTA):
+                await self.mirror_topic.send(key=record_key(*key, kind), value=None,
+                                             partition=partition, force=True)
+
+    def _finish(self, token: Hashable, error: BaseException | None = None) -> None:
+        future = self._done.pop(token, None)
+        if future is not None and not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+
+async def _all(futures: Sequence[asyncio.Future[object]]) -> None:
+    for future in futures:
+        await future
+
+
+def register_mirror_agents(app: faust.App, service: MirrorService, *, history: faust.TopicT,
+                           state: faust.TopicT, deadletters: faust.TopicT,
+                           settings: Settings) -> None:
+    """The mirror agent (history), the comparison agent (state snapshots) and their timer."""
+    codec = service.codec
+
+    @app.agent(history, name="mirror")
+    async def mirror_history(stream: faust.StreamT) -> None:
+        acks = InOrderAcks(stream)
+        try:
+            async for events in stream.noack_take(settings.consumer_batch,
+                                                  within=settings.consumer_batch_seconds):
+                await service.ensure_restored(e.message.partition for e in events)
+                findings: list[Finding] = []
+                touched: set[RunKey] = set()
+                stamp = now_ms()
+                for event in events:
+                    for history_event in _decoded_history(event, codec):
+                        findings += service.mirrors.offer(history_event, event.message.partition,
+                                                          stamp)
+                        touched.add((history_event.workflow_id, history_event.run_id))
+                effects = await service.persist(touched)
+                more, done = service.mirrors.compare_ready()
+                await acks.add(await service.settle(findings + more, done, effects), events)
+        finally:
+            acks.stop()
+
+    @app.agent(state, name="compare")
+    async def compare_state(stream: faust.StreamT) -> None:
+        acks = InOrderAcks(stream)
+        try:
+            async for events in stream.noack_take(settings.consumer_batch,
+                                                  within=settings.consumer_batch_seconds):
+                await service.ensure_restored(e.message.partition for e in events)
+                waits, rejects = [], []
+                for event in events:
+                    raw = raw_message(event)
+                    try:
+                        decoded = codec.decode(raw.value or b"")
+                        if decoded.type_name != "StateSnapshot":
+                            raise CodecError(f"expected StateSnapshot, got {decoded.type_name}")
+                    except CodecError as exc:
+                        rejects.append(raw.dead_letter(str(exc), now_ms()))
+                        continue
+                    waits.append(service.wait_for_comparison(
+                        StateSnapshot.from_avro(decoded.record)))
+                await publish_dead_letters(deadletters, rejects, codec)
+                findings, done = service.mirrors.compare_ready()
+                await service.settle(findings, done)
+                await acks.add(asyncio.ensure_future(_all(waits)), events)
+        finally:
+            acks.stop()
+
+    @app.timer(interval=1.0)
+    async def mirror_timer() -> None:
+        await service.tick()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: faust.App, revoked: set, **_: object) -> None:
+        name = history.get_topic_name()
+        service.forget_partitions(tp.partition for tp in revoked if tp.topic == name)
+
+
+def _decoded_history(event: EventT, codec: Codec) -> list:
+    # The ingest agent dead-letters what does not decode; the mirror only skips it.
+    try:
+        return history_events(codec.decode(event.message.value or b""))
+    except CodecError:
+        return []
