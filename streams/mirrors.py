@@ -4,8 +4,9 @@ comparisons find. Pure: callers pass the time and do the I/O.
 A primary snapshot at sequence ``n`` is compared with the mirror's state at exactly ``n``: if the
 mirror is behind, the snapshot waits (up to ``compare_wait_ms``) until it catches up; if it is
 ahead, its undo log gives the state at ``n``. A run whose deviation stays the same from one
-snapshot to the next (a lost event keeps the two sides apart by the same amount) is reported once,
-when the deviation first appears or changes.
+snapshot to the next (a lost event keeps the two sides apart by the same amount) is reported once:
+a comparison is reported only when it holds a variable deviation (name, kind, amount) not already
+reported for the run since it last compared clean.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class Mirrors:
     finished_at: dict[RunKey, int] = field(default_factory=dict)
     waiting: dict[RunKey, list[_Waiting]] = field(default_factory=dict)
     stats: CompareStats = field(default_factory=CompareStats)
-    _last_signature: dict[RunKey, tuple[Any, ...]] = field(default_factory=dict)
+    _reported: dict[RunKey, set[tuple[Any, ...]]] = field(default_factory=dict)
 
     def definition(self, mirror: RunMirror) -> WorkflowDefinition:
         """The definition that applies to a run."""
@@ -149,19 +150,21 @@ class Mirrors:
             self.stats.compared += 1
             done.append(item.token)
             if not deviation.anomalous:
-                self._last_signature.pop(key, None)
+                self._reported.pop(key, None)
                 continue
-            signature = tuple((v.name, v.status, v.contribution) for v in deviation.variables)
-            if self._last_signature.get(key) == signature:
+            reported = self._reported.setdefault(key, set())
+            signature = {(v.name, v.status, v.contribution) for v in deviation.variables}
+            new = signature - reported
+            if not new:
                 self.stats.repeated += 1
                 continue
-            self._last_signature[key] = signature
+            reported |= new
             self.stats.anomalous += 1
-            names = ", ".join(v.name for v in deviation.variables[:5])
+            names = ", ".join(sorted(name for name, _, _ in new)[:5])
             findings.append(Finding(
                 "STATE_DEVIATION", key[0], key[1], item.snapshot.sequence, deviation.score,
                 deviation.severity, f"primary and mirror differ at sequence "
-                f"{item.snapshot.sequence} in {len(deviation.variables)} variables: {names}",
+                f"{item.snapshot.sequence} in {len(deviation.variables)} variables, newly: {names}",
                 deviation.variables))
         return findings, done
 
@@ -177,14 +180,16 @@ class Mirrors:
         done: list[Hashable] = []
         for key, queue in list(self.waiting.items()):
             keep = []
+            mirror = self.runs.get(key)
+            reached = mirror.sequence if mirror else 0
             for item in queue:
-                if now_ms - item.received_ms <= self.compare_wait_ms:
+                # Reached (perhaps by the gap just declared): compare_ready will compare it.
+                if (item.snapshot.sequence <= reached or
+                        now_ms - item.received_ms <= self.compare_wait_ms):
                     keep.append(item)
                     continue
                 self.stats.timed_out += 1
                 done.append(item.token)
-                mirror = self.runs.get(key)
-                reached = mirror.sequence if mirror else 0
                 if mirror is None or not mirror.pending:
                     findings.append(Finding(
                         "MISSING_EVENTS", key[0], key[1], reached + 1,
@@ -225,7 +230,7 @@ class Mirrors:
         self.partition_of.pop(key, None)
         self.finished_at.pop(key, None)
         self.waiting.pop(key, None)
-        self._last_signature.pop(key, None)
+        self._reported.pop(key, None)
         if self.latest_run.get(key[0]) == key[1]:
             del self.latest_run[key[0]]
 

@@ -1,8 +1,10 @@
 """``shadowflow demo``: the main job on the local stack, fed by real traces.
 
-Brings the stack up, starts a worker process, publishes the history of a mix of real workflow
-executions (and two malformed messages, to show the dead-letter path), waits until ClickHouse
-holds every event, prints what was stored, and stops what it started.
+Brings the stack up and starts a worker process. For a mix of real workflow executions it
+publishes the history and the primary's state snapshots, with one fault injected into most runs
+(a corrupted or missing variable, a dropped event, a duplicated side effect), plus two malformed
+messages. It waits until ClickHouse holds every event and the mirrors have had their say, prints
+what was stored and what was detected against what was injected, and stops what it started.
 """
 
 from __future__ import annotations
@@ -12,9 +14,14 @@ import time
 import uuid
 from pathlib import Path
 
+from clickhouse_driver import Client
+
 from infra.stack import LocalStack
 from schemas.records import DeadLetter
 from sinks.clickhouse import connect
+from streams.definitions import DEFAULT
+from streams.detection import score_detection
+from streams.primary import Fault, FaultPlan, simulate
 from streams.replay import history_from_trace
 from streams.traces import Trace, load_wfformat
 from topology import topics
@@ -46,6 +53,11 @@ def default_traces(settings: Settings) -> list[Path]:
     return paths
 
 
+FAULTS = (["corrupt_variable"], ["dropped_event"], ["duplicated_side_effect"],
+          ["missing_variable"], [])
+SNAPSHOT_EVERY = 10
+
+
 def run_demo(settings: Settings, paths: list[str], keep: bool = False) -> int:
     """Run the demo; returns the process exit code (0 when every event was stored)."""
     traces = [load_wfformat(Path(p)) for p in paths] if paths else [
@@ -53,7 +65,10 @@ def run_demo(settings: Settings, paths: list[str], keep: bool = False) -> int:
     stack = LocalStack(settings)
     already = {s.name for s in stack.status() if s.pid is not None}
     stack.up()
-    worker = WorkerProcess(settings, settings.stack_dir / "demo-worker.log")
+    # Short waits, so a dropped event is declared missing within the demo's few seconds.
+    worker = WorkerProcess(settings.with_overrides(mirror_gap_seconds=3.0,
+                                                   mirror_compare_wait_seconds=5.0),
+                           settings.stack_dir / "demo-worker.log")
     try:
         prepare(settings)
         print(f"stack up; starting a worker (log: {worker.log_path})")
@@ -70,42 +85,81 @@ def run_demo(settings: Settings, paths: list[str], keep: bool = False) -> int:
 
 def _feed_and_report(settings: Settings, traces: list[Trace]) -> int:
     token = uuid.uuid4().hex[:8]
+    prefix = f"demo-{token}-"
     publisher = Publisher(settings)
     started = time.monotonic()
     expected = 0
-    for trace in traces:
-        events = history_from_trace(trace, f"demo-{token}-{trace.name}", "run-1",
-                                    int(time.time() * 1000))
-        publisher.send_history(events)
-        expected += len(events)
-    publisher.send(topics.HISTORY, f"demo-{token}-bad", b"this is not an Avro message")
-    publisher.send(topics.HISTORY, f"demo-{token}-bad", b"")
+    faults: list[Fault] = []
+    for i, trace in enumerate(traces):
+        events = history_from_trace(trace, prefix + trace.name, "run-1", int(time.time() * 1000))
+        run = simulate(events, DEFAULT, FaultPlan(FAULTS[i % len(FAULTS)]),
+                       snapshot_every=SNAPSHOT_EVERY, seed=i)
+        publisher.send_history(run.history)
+        for snapshot in run.snapshots:
+            publisher.send_state(snapshot)
+        expected += len(run.history)
+        faults += run.faults
+    publisher.send(topics.HISTORY, prefix + "bad", b"this is not an Avro message")
+    publisher.send(topics.HISTORY, prefix + "bad", b"")
     publisher.flush()
-    print(f"published {expected} history events of {len(traces)} workflows in "
-          f"{publisher.sent} messages, plus 2 malformed messages")
+    print(f"published {expected} history events and the primary's snapshots of {len(traces)} "
+          f"workflows in {publisher.sent} messages, with {len(faults)} injected faults and 2 "
+          "malformed messages")
 
     client = connect(settings)
-    query = ("SELECT workflow_type, uniqExact(workflow_id), countIf(kind = 'ACTION_COMPLETED'), "
-             "count() FROM workflow_events FINAL WHERE startsWith(workflow_id, %(p)s) "
-             "GROUP BY workflow_type ORDER BY workflow_type")
-    deadline = time.monotonic() + 120
-    while True:
-        rows = client.execute(query, {"p": f"demo-{token}-"})
-        stored = sum(r[3] for r in rows)
-        if stored >= expected or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
+    stored, rows = _wait_for_events(client, prefix, expected)
     elapsed = time.monotonic() - started
-
     print(f"\n{'workflow type':<14} {'runs':>5} {'actions':>8} {'events stored':>14}")
     for workflow_type, runs, actions, count in rows:
         print(f"{workflow_type:<14} {runs:>5} {actions:>8} {count:>14}")
-    print(f"\nstored {stored} of {expected} events in {elapsed:.1f}s "
-          f"({stored / elapsed:.0f} events/s end to end, including the wait for the last batch)")
+    print(f"stored {stored} of {expected} events in {elapsed:.1f}s")
+
+    anomalies = _wait_for_detection(client, prefix, faults)
+    print(f"\nmirror: {len(faults)} faults injected, {len(anomalies)} anomalies detected")
+    print(f"  {'injected':<24} {'at':>5}   detected (kind, sequence, severity, variables)")
+    for fault in faults:
+        found = [a for a in anomalies if a[0] == fault.workflow_id
+                 and fault.sequence <= a[2] <= fault.sequence + SNAPSHOT_EVERY]
+        shown = "; ".join(f"{kind} @{seq} {severity} {', '.join(names[:2])}"
+                          for _, kind, seq, severity, names in found) or "NOT DETECTED"
+        print(f"  {fault.kind:<24} {fault.sequence:>5}   {shown}")
+    score = score_detection(faults, [(a[0], a[2]) for a in anomalies], SNAPSHOT_EVERY)
+    print(f"  precision {score.precision:.2f}, recall {score.recall:.2f}")
+
     letters = [DeadLetter.from_avro(d.record) for d in read_topic(settings, topics.DEADLETTER)]
-    ours = [d for d in letters if (d.key or b"").decode(errors="replace").startswith(
-        f"demo-{token}-")]
-    print(f"dead letters on {topics.DEADLETTER}: {len(ours)} of 2 malformed messages")
+    ours = [d for d in letters if (d.key or b"").decode(errors="replace").startswith(prefix)]
+    print(f"\ndead letters on {topics.DEADLETTER}: {len(ours)} of 2 malformed messages")
     for letter in ours:
         print(f"  {letter.topic}[{letter.partition}]@{letter.offset}: {letter.reason}")
-    return 0 if stored == expected and len(ours) == 2 else 1
+    ok = stored == expected and len(ours) == 2 and score.recall == 1.0
+    return 0 if ok else 1
+
+
+def _wait_for_events(client: Client, prefix: str, expected: int,
+                     timeout: float = 120) -> tuple[int, list[tuple]]:
+    query = ("SELECT workflow_type, uniqExact(workflow_id), countIf(kind = 'ACTION_COMPLETED'), "
+             "count() FROM workflow_events FINAL WHERE startsWith(workflow_id, %(p)s) "
+             "GROUP BY workflow_type ORDER BY workflow_type")
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = client.execute(query, {"p": prefix})
+        stored = sum(r[3] for r in rows)
+        if stored >= expected or time.monotonic() > deadline:
+            return stored, rows
+        time.sleep(0.3)
+
+
+def _wait_for_detection(client: Client, prefix: str, faults: list[Fault],
+                        timeout: float = 30) -> list[tuple]:
+    """Anomalies of this run, once every fault is explained or ``timeout`` has passed (then a
+    last look after the sink's flush, so stragglers are counted too)."""
+    query = ("SELECT workflow_id, kind, sequence, severity, variables.name FROM anomalies FINAL "
+             "WHERE startsWith(workflow_id, %(p)s) ORDER BY workflow_id, sequence")
+    deadline = time.monotonic() + timeout
+    while True:
+        anomalies = client.execute(query, {"p": prefix})
+        found = score_detection(faults, [(a[0], a[2]) for a in anomalies], SNAPSHOT_EVERY)
+        if found.recall == 1.0 or time.monotonic() > deadline:
+            time.sleep(2)
+            return client.execute(query, {"p": prefix})
+        time.sleep(0.5)
