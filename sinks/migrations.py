@@ -31,11 +31,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "workflow events: the shadow workflow repository", (
         """
         CREATE TABLE IF NOT EXISTS workflow_events (
-            row_id UInt64,
             workflow_id String,
             run_id String,
             workflow_type String,
             sequence UInt64,
+            row_id UInt64 DEFAULT cityHash64(workflow_id, run_id, sequence),
             kind String,
             timestamp_ms UInt64,
             event_time DateTime DEFAULT toDateTime(intDiv(timestamp_ms, 1000)),

@@ -1,6 +1,7 @@
 """The ClickHouse tables the sink writes, their insert columns, and records turned into columns.
 
-Rows carry deterministic ids derived from the record's identity, and every table is a
+Rows carry deterministic ids derived from the record's identity (``workflow_events`` computes its
+``row_id`` in ClickHouse, as ``cityHash64`` of the identity), and every table is a
 ReplacingMergeTree keyed on that identity, so a batch delivered twice (after a crash, before the
 Kafka offsets were committed) collapses into one row: queries with ``FINAL`` stay exact.
 """
@@ -25,7 +26,7 @@ class TableSpec:
 
 
 WORKFLOW_EVENTS = TableSpec("workflow_events", (
-    "row_id", "workflow_id", "run_id", "workflow_type", "sequence", "kind", "timestamp_ms",
+    "workflow_id", "run_id", "workflow_type", "sequence", "kind", "timestamp_ms",
     "action_id", "action_type", "attempt", "attributes.key", "attributes.value",
     "labels.key", "labels.value", "declared_cpu_cores", "declared_memory_bytes",
     "declared_network_bytes", "declared_cost", "state.name", "state.value", "error",
@@ -42,7 +43,7 @@ ANOMALIES = TableSpec("anomalies", (
 
 def row_id(*identity: object) -> int:
     """A stable 64-bit id of a record's identity (the same in every process and run)."""
-    text = "\x1f".join(str(part) for part in identity)
+    text = "\x1f".join(map(str, identity))
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
@@ -57,25 +58,26 @@ class Located:
 
 def workflow_event_columns(located: Sequence[Located]) -> list[list[Any]]:
     """``workflow_events`` columns (in ``WORKFLOW_EVENTS.columns`` order) for the events."""
-    columns: list[list[Any]] = [[] for _ in WORKFLOW_EVENTS.columns]
-    for item in located:
-        e = item.event
-        declared = e.declared
-        row = (
-            row_id(e.workflow_id, e.run_id, e.sequence), e.workflow_id, e.run_id,
-            e.workflow_type, e.sequence, e.kind.value, e.timestamp_ms, e.action_id or "",
-            e.action_type or "", e.attempt, list(e.attributes), list(e.attributes.values()),
-            list(e.labels), list(e.labels.values()),
-            declared.cpu_cores if declared else None,
-            declared.memory_bytes if declared else None,
-            declared.network_bytes if declared else None,
-            declared.cost if declared else None,
-            list(e.values), [json.dumps(v) for v in e.values.values()], e.error or "",
-            item.partition, item.offset,
-        )
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    return columns
+    # Column by column: one comprehension each is several times faster than scattering rows.
+    events = [item.event for item in located]
+    declared = [e.declared for e in events]
+    return [
+        [e.workflow_id for e in events], [e.run_id for e in events],
+        [e.workflow_type for e in events], [e.sequence for e in events],
+        [e.kind.value for e in events], [e.timestamp_ms for e in events],
+        [e.action_id or "" for e in events], [e.action_type or "" for e in events],
+        [e.attempt for e in events],
+        [list(e.attributes) for e in events], [list(e.attributes.values()) for e in events],
+        [list(e.labels) for e in events], [list(e.labels.values()) for e in events],
+        [d.cpu_cores if d else None for d in declared],
+        [d.memory_bytes if d else None for d in declared],
+        [d.network_bytes if d else None for d in declared],
+        [d.cost if d else None for d in declared],
+        [list(e.values) for e in events],
+        [[json.dumps(v) for v in e.values.values()] for e in events],
+        [e.error or "" for e in events],
+        [item.partition for item in located], [item.offset for item in located],
+    ]
 
 
 def anomaly_columns(anomalies: Sequence[Mapping[str, Any]]) -> list[list[Any]]:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.types import EventT
@@ -23,6 +24,9 @@ from sinks.tables import WORKFLOW_EVENTS, workflow_event_columns
 from streams.history_ingest import decode_history
 from streams.messages import RawMessage
 from topology.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.mirror_agents import MirrorService
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +96,21 @@ class InOrderAcks:
                 await self._stream.ack(event)
 
 
+def all_done(futures: Sequence[asyncio.Future[Any]]) -> asyncio.Future[None]:
+    """A future that resolves when all ``futures`` have, failing with the first failure."""
+
+    async def wait() -> None:
+        for future in futures:
+            await future
+
+    return asyncio.ensure_future(wait())
+
+
 def register_history_agent(app: faust.App, *, source: faust.TopicT,
                            deadletters: faust.TopicT, sink: BatchingSink, codec: Codec,
-                           settings: Settings) -> None:
-    """``wf.history`` -> decoded events -> ``workflow_events``; bad messages -> dead letters."""
+                           settings: Settings, mirrors: MirrorService | None = None) -> None:
+    """``wf.history`` -> decoded once -> rows in ``workflow_events`` and, given ``mirrors``,
+    the mirrors; bad messages -> dead letters. A batch is acked when all of that is stored."""
 
     @app.agent(source, name="history-ingest")
     async def ingest_history(stream: faust.StreamT) -> None:
@@ -105,9 +120,12 @@ def register_history_agent(app: faust.App, *, source: faust.TopicT,
                                                   within=settings.consumer_batch_seconds):
                 batch = decode_history([raw_message(e) for e in events], codec, now_ms())
                 await publish_dead_letters(deadletters, batch.rejects, codec)
-                stored = (await sink.submit(WORKFLOW_EVENTS,
-                                            workflow_event_columns(batch.events))
-                          if batch.events else None)
-                await acks.add(stored, events)
+                effects = []
+                if batch.events:
+                    effects.append(await sink.submit(WORKFLOW_EVENTS,
+                                                     workflow_event_columns(batch.events)))
+                    if mirrors is not None:
+                        effects.append(await mirrors.apply(batch.events))
+                await acks.add(all_done(effects) if effects else None, events)
         finally:
             acks.stop()

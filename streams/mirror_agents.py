@@ -1,11 +1,13 @@
-"""Faust wiring of the mirrors: wf.history and wf.state in; shadow.mirror, shadow.anomalies and the
-``anomalies`` table out. The logic is in ``streams.mirrors``; this module moves values around.
+"""Faust wiring of the mirrors: history events (from the history agent) and wf.state in;
+shadow.mirror, shadow.anomalies and the ``anomalies`` table out. The logic is in
+``streams.mirrors``; this module moves values around.
 
-Order of effects for a batch of history messages: events are applied, then each touched run's
-snapshot or delta is sent to ``shadow.mirror``, comparisons that became possible are scored and
-their anomalies sent and stored, and only when all of that is on the broker and in ClickHouse is
-the batch acked. After a crash, a worker restores each partition's mirrors from ``shadow.mirror``
-before it processes that partition again; re-delivered events are then duplicates and ignored.
+Order of effects for a batch of history events (``MirrorService.apply``): events are applied, then
+each touched run's snapshot or delta is sent to ``shadow.mirror``, comparisons that became possible
+are scored and their anomalies sent and stored; the history agent acks the batch only when all of
+that is on the broker and in ClickHouse. After a crash, a worker restores each partition's mirrors
+from ``shadow.mirror`` before it processes that partition again; re-delivered events are then
+duplicates and ignored.
 """
 
 from __future__ import annotations
@@ -16,13 +18,12 @@ import logging
 from collections.abc import Hashable, Iterable, Sequence
 
 import faust
-from faust.types import EventT
 
 from schemas.codec import Codec, CodecError
-from schemas.records import StateSnapshot, history_events
+from schemas.records import StateSnapshot
 from sinks.batcher import BatchingSink
-from sinks.tables import ANOMALIES, anomaly_columns
-from streams.agents import InOrderAcks, now_ms, publish_dead_letters, raw_message
+from sinks.tables import ANOMALIES, Located, anomaly_columns
+from streams.agents import InOrderAcks, all_done, now_ms, publish_dead_letters, raw_message
 from streams.mirror_log import DELTA, SNAPSHOT, next_record, record_key, restore_all
 from streams.mirrors import Finding, Mirrors, RunKey
 from topology.consume import read_partition
@@ -104,10 +105,24 @@ class MirrorService:
                 force=True))
         if records:
             pending.append(await self.sink.submit(ANOMALIES, anomaly_columns(records)))
-        combined = asyncio.ensure_future(_all(pending))
+        combined = all_done(pending)
         tokens = list(done)
         combined.add_done_callback(lambda f: [self._finish(t, f.exception()) for t in tokens])
         return combined
+
+    async def apply(self, located: Sequence[Located]) -> asyncio.Future[None]:
+        """Apply a batch of history events; the future resolves when the mirror records and
+        any anomalies they led to are stored."""
+        await self.ensure_restored({item.partition for item in located})
+        findings: list[Finding] = []
+        touched: set[RunKey] = set()
+        stamp = now_ms()
+        for item in located:
+            findings += self.mirrors.offer(item.event, item.partition, stamp)
+            touched.add((item.event.workflow_id, item.event.run_id))
+        effects = await self.persist(touched)
+        more, done = self.mirrors.compare_ready()
+        return await self.settle(findings + more, done, effects)
 
     async def persist(self, keys: Iterable[RunKey]) -> list[asyncio.Future[None]]:
         """Send each run's snapshot or delta to ``shadow.mirror``; returns the deliveries."""
@@ -143,37 +158,12 @@ class MirrorService:
                 future.set_exception(error)
 
 
-async def _all(futures: Sequence[asyncio.Future[object]]) -> None:
-    for future in futures:
-        await future
-
-
 def register_mirror_agents(app: faust.App, service: MirrorService, *, history: faust.TopicT,
                            state: faust.TopicT, deadletters: faust.TopicT,
                            settings: Settings) -> None:
-    """The mirror agent (history), the comparison agent (state snapshots) and their timer."""
+    """The comparison agent (state snapshots), the mirrors' timer and partition hand-over.
+    History reaches the mirrors through the history agent (``MirrorService.apply``)."""
     codec = service.codec
-
-    @app.agent(history, name="mirror")
-    async def mirror_history(stream: faust.StreamT) -> None:
-        acks = InOrderAcks(stream)
-        try:
-            async for events in stream.noack_take(settings.consumer_batch,
-                                                  within=settings.consumer_batch_seconds):
-                await service.ensure_restored(e.message.partition for e in events)
-                findings: list[Finding] = []
-                touched: set[RunKey] = set()
-                stamp = now_ms()
-                for event in events:
-                    for history_event in _decoded_history(event, codec):
-                        findings += service.mirrors.offer(history_event, event.message.partition,
-                                                          stamp)
-                        touched.add((history_event.workflow_id, history_event.run_id))
-                effects = await service.persist(touched)
-                more, done = service.mirrors.compare_ready()
-                await acks.add(await service.settle(findings + more, done, effects), events)
-        finally:
-            acks.stop()
 
     @app.agent(state, name="compare")
     async def compare_state(stream: faust.StreamT) -> None:
@@ -197,7 +187,7 @@ def register_mirror_agents(app: faust.App, service: MirrorService, *, history: f
                 await publish_dead_letters(deadletters, rejects, codec)
                 findings, done = service.mirrors.compare_ready()
                 await service.settle(findings, done)
-                await acks.add(asyncio.ensure_future(_all(waits)), events)
+                await acks.add(all_done(waits), events)
         finally:
             acks.stop()
 
@@ -209,11 +199,3 @@ def register_mirror_agents(app: faust.App, service: MirrorService, *, history: f
     async def on_revoked(sender: faust.App, revoked: set, **_: object) -> None:
         name = history.get_topic_name()
         service.forget_partitions(tp.partition for tp in revoked if tp.topic == name)
-
-
-def _decoded_history(event: EventT, codec: Codec) -> list:
-    # The ingest agent dead-letters what does not decode; the mirror only skips it.
-    try:
-        return history_events(codec.decode(event.message.value or b""))
-    except CodecError:
-        return []

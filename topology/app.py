@@ -58,9 +58,6 @@ def create_app(settings: Settings) -> faust.App:
     deadletters = raw_topic(app, topics.DEADLETTER, settings)
     definitions_topic = app.topic(topics.DEFINITIONS, key_serializer="raw",
                                   value_serializer="raw", partitions=1)
-    register_history_agent(app, source=history, deadletters=deadletters, sink=sink,
-                           codec=codec, settings=settings)
-
     definitions = initial_registry(settings)
     feed = DefinitionFeed(settings, definitions)
     mirrors = Mirrors(definitions, MirrorLimits(
@@ -70,6 +67,8 @@ def create_app(settings: Settings) -> faust.App:
     service = MirrorService(app, mirrors, codec=codec, sink=sink, settings=settings,
                             mirror_topic=raw_topic(app, topics.MIRROR, settings),
                             anomaly_topic=raw_topic(app, topics.ANOMALIES, settings))
+    register_history_agent(app, source=history, deadletters=deadletters, sink=sink,
+                           codec=codec, settings=settings, mirrors=service)
     register_mirror_agents(app, service, history=history,
                            state=raw_topic(app, topics.STATE, settings),
                            deadletters=deadletters, settings=settings)
