@@ -63,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="print the settings in force")
     config.set_defaults(run=_config)
 
+    evaluation = commands.add_parser(
+        "evaluate", help="size every task of real traces with the forecaster and the baselines, "
+        "offline, and compare memory wastage and failures")
+    evaluation.add_argument("paths", nargs="+", metavar="PATH",
+                            help="WfFormat JSON or Nextflow trace files, or folders of them "
+                            "(runs are taken in the order given, folders sorted)")
+    evaluation.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    evaluation.set_defaults(run=_evaluate)
+
     demo = commands.add_parser("demo", help="bring the stack up, run a worker, feed it real "
                                "traces and report what it stored")
     demo.add_argument("traces", nargs="*", help="trace files (default: a mix of the shared "
@@ -116,6 +125,11 @@ def _config(settings: Settings, args: argparse.Namespace) -> int:
         value = getattr(settings, name.removeprefix("SHADOWFLOW_").lower())
         print(f"{name}={value}\n    {doc} (default: {default})")
     return 0
+
+
+def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from topology.evaluate import run_evaluation
+    return run_evaluation(args.paths, args.json)
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
