@@ -67,11 +67,18 @@ def test_min_waste_first_allocation_by_hand() -> None:
     assert min_waste_allocation([(1.0, 1.0)] * 10 + [(10.0, 1.0)]) == 1.0
 
 
-NEXTFLOW = """task_id\thash\tnative_id\tprocess\tname\tstatus\texit\tsubmit\tstart\tcomplete\trealtime\t%cpu\tpeak_rss\tmemory\trchar\twchar
-1\tab/cdef12\t1\tFASTQC\tFASTQC (s1)\tCOMPLETED\t0\t2023-03-21 11:10:20.100\t2023-03-21 11:10:21.000\t2023-03-21 11:11:21.000\t1m\t150.5%\t512 MB\t2 GB\t1.5 GB\t10 MB
-2\tab/cdef13\t2\tFASTQC\tFASTQC (s2)\tFAILED\t1\t2023-03-21 11:10:20.200\t2023-03-21 11:10:22.000\t-\t-\t-\t-\t2 GB\t-\t-
-3\tab/cdef14\t3\tALIGN\tALIGN (s1)\tCOMPLETED\t0\t2023-03-21 11:11:30.000\t2023-03-21 11:11:31.500\t2023-03-21 12:12:33.500\t1h 1m 2s\t98%\t3.5 GB\t4 GB\t2 GB\t1 GB
-"""
+NEXTFLOW = "\n".join("\t".join(row) for row in [
+    ["task_id", "hash", "native_id", "process", "name", "status", "exit", "submit", "start",
+     "complete", "realtime", "%cpu", "peak_rss", "memory", "rchar", "wchar"],
+    ["1", "ab/cdef12", "1", "FASTQC", "FASTQC (s1)", "COMPLETED", "0",
+     "2023-03-21 11:10:20.100", "2023-03-21 11:10:21.000", "2023-03-21 11:11:21.000", "1m",
+     "150.5%", "512 MB", "2 GB", "1.5 GB", "10 MB"],
+    ["2", "ab/cdef13", "2", "FASTQC", "FASTQC (s2)", "FAILED", "1", "2023-03-21 11:10:20.200",
+     "2023-03-21 11:10:22.000", "-", "-", "-", "-", "2 GB", "-", "-"],
+    ["3", "ab/cdef14", "3", "ALIGN", "ALIGN (s1)", "COMPLETED", "0", "2023-03-21 11:11:30.000",
+     "2023-03-21 11:11:31.500", "2023-03-21 12:12:33.500", "1h 1m 2s", "98%", "3.5 GB",
+     "4 GB", "2 GB", "1 GB"],
+]) + "\n"
 
 
 def test_nextflow_trace_files_are_read_with_their_units(tmp_path: Path) -> None:
