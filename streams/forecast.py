@@ -48,27 +48,34 @@ class Forecast:
 
 @dataclass
 class _Window:
-    """A bounded window of observations (input size, peak) and lazily refitted summaries.
+    """A bounded window of observations (input size, peak) and summaries refitted in batches.
 
     When input sizes vary and explain the peaks (log-log correlation above ``min_correlation``),
     the high estimate is the fitted peak for the task's input plus a high quantile of the fit's
-    residuals; otherwise it is a high quantile of the peaks."""
+    residuals; otherwise it is a high quantile of the peaks. The fit and the sorted spread are
+    recomputed once the window has grown by ``refit_share`` since the last fit (at least one
+    observation), so a stream of observations costs a fit per batch, not per event."""
 
     maxlen: int
     min_correlation: float = 0.8
+    refit_share: float = 0.05
     inputs: deque[float] = field(init=False)
     values: deque[float] = field(init=False)
-    _fit: tuple[float, float, np.ndarray] | None = None
-    _stale: bool = True
+    _fit: tuple[float, float] | None = None
+    _spread: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    _new: int = 0
+    _max_input: float = 0.0
 
     def __post_init__(self) -> None:
         self.inputs = deque(maxlen=self.maxlen)
         self.values = deque(maxlen=self.maxlen)
 
     def add(self, input_bytes: float, value: float) -> None:
-        self.inputs.append(math.log1p(max(input_bytes, 0.0)))
+        logged = math.log1p(max(input_bytes, 0.0))
+        self.inputs.append(logged)
+        self._max_input = max(self._max_input, logged)
         self.values.append(math.log(max(value, 1e-9)))
-        self._stale = True
+        self._new += 1
 
     def __len__(self) -> int:
         return len(self.values)
@@ -76,52 +83,54 @@ class _Window:
     def covers(self, input_bytes: float, slack: float = math.log(1.5)) -> bool:
         """Whether ``input_bytes`` is within what was seen (up to 50% above the largest):
         beyond that, what was learned says little about the peak, so it is not used."""
-        return not input_bytes or math.log1p(input_bytes) <= max(self.inputs) + slack
+        return not input_bytes or math.log1p(input_bytes) <= self._max_input + slack
 
     def high(self, input_bytes: float, q: float, margin: float) -> float:
         """A high estimate of the peak for a task with ``input_bytes``."""
         self._refit()
-        values = np.asarray(self.values)
-        if self._fit is not None:
-            slope, intercept, residuals = self._fit
-            centre = slope * math.log1p(max(input_bytes, 0.0)) + intercept
-            spread = residuals
-        else:
-            centre, spread = 0.0, values
+        spread = self._spread
         n = len(spread)
+        centre = self._centre(input_bytes)
         if n * (1 - q) >= 1:
-            return math.exp(centre + float(np.quantile(spread, q)))
+            return math.exp(centre + _sorted_quantile(spread, q))
         # Few observations: the largest, with headroom shrinking as evidence grows.
-        return math.exp(centre + float(spread.max())) * (1 + margin / math.sqrt(n))
+        return math.exp(centre + float(spread[-1])) * (1 + margin / math.sqrt(n))
 
     def coverage(self, amount: float, input_bytes: float) -> float:
         """Laplace-smoothed share of past observations ``amount`` would have covered."""
         self._refit()
-        level = math.log(max(amount, 1e-9))
-        if self._fit is not None:
-            slope, intercept, residuals = self._fit
-            level -= slope * math.log1p(max(input_bytes, 0.0)) + intercept
-            below = int((residuals <= level).sum())
-            n = len(residuals)
-        else:
-            values = np.asarray(self.values)
-            below, n = int((values <= level).sum()), len(values)
-        return (below + 1) / (n + 2)
+        level = math.log(max(amount, 1e-9)) - self._centre(input_bytes)
+        below = int(np.searchsorted(self._spread, level, side="right"))
+        return (below + 1) / (len(self._spread) + 2)
+
+    def _centre(self, input_bytes: float) -> float:
+        if self._fit is None:
+            return 0.0
+        slope, intercept = self._fit
+        return slope * math.log1p(max(input_bytes, 0.0)) + intercept
 
     def _refit(self) -> None:
-        if not self._stale:
+        if self._new == 0 or (len(self._spread) and
+                              self._new < self.refit_share * len(self.values)):
             return
-        self._stale = False
-        self._fit = None
-        if len(self.values) < 10:
-            return
+        self._new = 0
         x, y = np.asarray(self.inputs), np.asarray(self.values)
-        if x.std() < 0.05 or y.std() == 0:
-            return
-        if np.corrcoef(x, y)[0, 1] < self.min_correlation:
-            return
-        slope, intercept = np.polyfit(x, y, 1)
-        self._fit = (float(slope), float(intercept), y - (slope * x + intercept))
+        self._max_input = float(x.max())  # entries may have left the window
+        self._fit = None
+        if (len(y) >= 10 and x.std() >= 0.05 and y.std() > 0
+                and np.corrcoef(x, y)[0, 1] >= self.min_correlation):
+            slope, intercept = np.polyfit(x, y, 1)
+            self._fit = (float(slope), float(intercept))
+            y = y - (slope * x + intercept)
+        self._spread = np.sort(y)
+
+
+def _sorted_quantile(ordered: np.ndarray, q: float) -> float:
+    """The ``q`` quantile (linear interpolation) of an already sorted array."""
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return float(ordered[low] + (ordered[high] - ordered[low]) * (position - low))
 
 
 @dataclass

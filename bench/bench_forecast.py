@@ -1,0 +1,59 @@
+"""Forecasting: the evaluation table on the shared traces, and the cost of predict + update.
+
+Cost reference, measured in the same run: the simplest learning baseline (max seen so far) doing
+the same predict + update calls on the same tasks.
+    .venv/bin/python bench/bench_forecast.py
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streams.evaluation import evaluate
+from streams.forecast import Forecaster
+from streams.schedule import schedule
+from streams.sizing import MaxSeen, TaskContext, baselines
+from streams.traces import load_trace
+from topology.evaluate import table, trace_files
+
+TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+
+
+def cost_per_action(traces, method_factory) -> float:
+    """Microseconds per action for forecast (memory and CPU) + observe (both)."""
+    tasks = []
+    for index, trace in enumerate(traces):
+        for slot in schedule(trace):
+            t = slot.task
+            tasks.append((TaskContext(trace.workflow_type, f"{trace.name}#{index}", t.task_type,
+                                      input_bytes=float(t.input_bytes), order=slot.order),
+                          float(t.memory_bytes or 0), float(t.cpu_cores or 0), t.runtime_s))
+    best = float("inf")
+    for _ in range(3):
+        method = method_factory()
+        started = time.perf_counter()
+        for context, memory, cpu, runtime in tasks:
+            m = method.allocate(context, "memory")
+            c = method.allocate(context, "cpu")
+            method.observe(context, "memory", memory, m, runtime)
+            method.observe(context, "cpu", cpu, c, runtime)
+        best = min(best, time.perf_counter() - started)
+    return best / len(tasks) * 1e6
+
+
+def main() -> None:
+    traces = [load_trace(p) for p in trace_files([str(TRACES)])]
+    result = evaluate(traces, [*baselines(), Forecaster()])
+    print(table(result, len(traces)))
+    ours = cost_per_action(traces, Forecaster)
+    reference = cost_per_action(traces, MaxSeen)
+    print(f"\npredict + update, memory and CPU, per action: shadowflow {ours:.1f} µs, "
+          f"max seen (ref) {reference:.1f} µs")
+
+
+if __name__ == "__main__":
+    main()
