@@ -174,6 +174,31 @@ class Forecaster:
         amount = max(amount, MINIMUM_ALLOCATION[resource])
         return Forecast(amount, coverage_of.coverage(amount, task.input_bytes), source, basis)
 
+    def knows(self, task: TaskContext, resource: str) -> bool:
+        """Whether anything learned applies to ``task`` (else ``forecast`` is the default)."""
+        return self._level(task, resource) is not None
+
+    def percentile(self, task: TaskContext, resource: str, q: float) -> float | None:
+        """The plain ``q`` percentile of past peaks at the first level that knows the task (no
+        run bound, no input fit): the historical fallback."""
+        level = self._level(task, resource)
+        if level is None:
+            return None
+        values = np.sort(np.exp(np.asarray(level.values)))
+        return _sorted_quantile(values, q)
+
+    def median(self, task: TaskContext, resource: str) -> float | None:
+        """The median past peak at the first level that knows the task."""
+        return self.percentile(task, resource, 0.5)
+
+    def _level(self, task: TaskContext, resource: str) -> _Window | None:
+        for window in (self._by_type.get((task.workflow_type, task.action_type, resource)),
+                       self._by_action.get((task.action_type, resource))):
+            if window is not None and len(window) >= self.min_samples and window.covers(
+                    task.input_bytes):
+                return window
+        return None
+
     def allocate(self, task: TaskContext, resource: str) -> float:
         """``forecast(...).amount`` (the ``SizingMethod`` interface)."""
         return self.forecast(task, resource).amount

@@ -18,10 +18,10 @@ import numpy as np
 
 GIB = 1024**3
 
-DEFAULT_ALLOCATION = {"memory": 2 * GIB, "cpu": 1.0}
-"""The first allocation when nothing is known: 2 GiB of memory, one core."""
+DEFAULT_ALLOCATION = {"memory": 2 * GIB, "cpu": 1.0, "network": 0.0, "cost": 0.0}
+"""The first allocation when nothing is known: 2 GiB of memory, one core, nothing else."""
 
-MINIMUM_ALLOCATION = {"memory": 1024**2, "cpu": 0.01}
+MINIMUM_ALLOCATION = {"memory": 1024**2, "cpu": 0.01, "network": 0.0, "cost": 0.0}
 """No method gives less than this (1 MiB, a hundredth of a core): traces hold zero peaks, and an
 allocation of zero could never be doubled into enough."""
 
