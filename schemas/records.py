@@ -6,7 +6,7 @@ are checked in one place. Each record mirrors its ``.avsc`` file field for field
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -162,3 +162,55 @@ class StateSnapshot:
         return {"workflow_id": self.workflow_id, "run_id": self.run_id,
                 "sequence": self.sequence, "timestamp_ms": self.timestamp_ms,
                 "variables": dict(self.variables)}
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryBatch:
+    """Resource samples of one action attempt, as columns of equal length."""
+
+    workflow_id: str
+    run_id: str
+    action_id: str
+    action_type: str | None
+    attempt: int
+    timestamps_ms: Sequence[int]
+    cpu_cores: Sequence[float]
+    memory_bytes: Sequence[int]
+    network_bytes: Sequence[int]
+    cost: Sequence[float]
+
+    @classmethod
+    def from_avro(cls, r: Mapping[str, Any]) -> TelemetryBatch:
+        """The record fastavro decoded; ``CodecError`` if the columns differ in length."""
+        batch = cls(r["workflow_id"], r["run_id"], r["action_id"], r["action_type"],
+                    r["attempt"], r["timestamps_ms"], r["cpu_cores"], r["memory_bytes"],
+                    r["network_bytes"], r["cost"])
+        lengths = {len(batch.timestamps_ms), len(batch.cpu_cores), len(batch.memory_bytes),
+                   len(batch.network_bytes), len(batch.cost)}
+        if len(lengths) != 1:
+            raise CodecError(f"TelemetryBatch of {batch.action_id!r} has columns of different "
+                             f"lengths {sorted(lengths)}")
+        return batch
+
+    def to_avro(self) -> dict[str, Any]:
+        """The dict fastavro encodes."""
+        return {"workflow_id": self.workflow_id, "run_id": self.run_id,
+                "action_id": self.action_id, "action_type": self.action_type,
+                "attempt": self.attempt, "timestamps_ms": list(self.timestamps_ms),
+                "cpu_cores": list(self.cpu_cores), "memory_bytes": list(self.memory_bytes),
+                "network_bytes": list(self.network_bytes), "cost": list(self.cost)}
+
+
+def telemetry_batches(decoded: Decoded) -> list[TelemetryBatch]:
+    """The batches a ``wf.telemetry`` message carries: one, or an envelope of many."""
+    if decoded.type_name == "TelemetryBatch":
+        return [TelemetryBatch.from_avro(decoded.record)]
+    if decoded.type_name == "TelemetryEnvelope":
+        workflow_id = decoded.record["workflow_id"]
+        batches = [TelemetryBatch.from_avro(r) for r in decoded.record["batches"]]
+        strays = {b.workflow_id for b in batches} - {workflow_id}
+        if strays:
+            raise CodecError(f"TelemetryEnvelope of workflow {workflow_id!r} holds batches of "
+                             f"{sorted(strays)}")
+        return batches
+    raise CodecError(f"expected TelemetryBatch or TelemetryEnvelope, got {decoded.type_name}")

@@ -73,12 +73,107 @@ MIGRATIONS: tuple[Migration, ...] = (
             detected_time DateTime DEFAULT toDateTime(intDiv(detected_ms, 1000)),
             detected_date Date DEFAULT toDate(toDateTime(intDiv(detected_ms, 1000))),
             message String,
+            action_id String,
             variables Nested(
                 name String, status String, primary_value String, mirror_value String,
                 weight Float64, contribution Float64)
         ) ENGINE = ReplacingMergeTree()
         PARTITION BY toYYYYMM(detected_date)
-        ORDER BY (workflow_id, run_id, kind, sequence)
+        ORDER BY (workflow_id, run_id, kind, sequence, action_id)
+        """,
+    )),
+    Migration(3, "shadow workflows: predictions, feedback, telemetry windows, reservations", (
+        """
+        CREATE TABLE IF NOT EXISTS predictions (
+            workflow_id String,
+            run_id String,
+            workflow_type String,
+            action_id String,
+            action_type String,
+            predicted_next UInt8,
+            source String,
+            confidence Float64,
+            memory_bytes Float64,
+            cpu_cores Float64,
+            network_bytes Float64,
+            cost Float64,
+            reservation_id String,
+            issued_ms UInt64,
+            issued_date Date DEFAULT toDate(toDateTime(intDiv(issued_ms, 1000)))
+        ) ENGINE = ReplacingMergeTree()
+        PARTITION BY toYYYYMM(issued_date)
+        ORDER BY (workflow_id, run_id, action_id)
+        """,
+        """
+        CREATE TABLE IF NOT EXISTS feedback (
+            workflow_id String,
+            run_id String,
+            workflow_type String,
+            action_id String,
+            action_type String,
+            source String,
+            confidence Float64,
+            predicted_memory_bytes Float64,
+            predicted_cpu_cores Float64,
+            predicted_network_bytes Float64,
+            predicted_cost Float64,
+            actual_memory_bytes Float64,
+            actual_cpu_cores Float64,
+            actual_network_bytes Float64,
+            actual_cost Float64,
+            deviation Float64,
+            underprovisioned UInt8,
+            runtime_s Float64,
+            recorded_ms UInt64,
+            recorded_date Date DEFAULT toDate(toDateTime(intDiv(recorded_ms, 1000)))
+        ) ENGINE = ReplacingMergeTree()
+        PARTITION BY toYYYYMM(recorded_date)
+        ORDER BY (workflow_id, run_id, action_id)
+        """,
+        """
+        CREATE TABLE IF NOT EXISTS action_usage (
+            workflow_id String,
+            run_id String,
+            action_id String,
+            action_type String,
+            attempt UInt32,
+            window_start_ms UInt64,
+            window_start DateTime DEFAULT toDateTime(intDiv(window_start_ms, 1000)),
+            window_date Date DEFAULT toDate(toDateTime(intDiv(window_start_ms, 1000))),
+            batch_first_ms UInt64,
+            samples UInt32,
+            cpu_peak Float64,
+            cpu_mean Float64,
+            memory_peak Float64,
+            memory_mean Float64,
+            network_bytes Float64,
+            cost Float64
+        ) ENGINE = ReplacingMergeTree()
+        PARTITION BY toYYYYMM(window_date)
+        ORDER BY (workflow_id, run_id, action_id, attempt, window_start_ms, batch_first_ms)
+        """,
+        """
+        CREATE TABLE IF NOT EXISTS reservations (
+            command_id String,
+            op String,
+            reservation_id String,
+            workflow_id String,
+            run_id String,
+            action_id String,
+            action_type String,
+            memory_bytes Float64,
+            cpu_cores Float64,
+            network_bytes Float64,
+            cost Float64,
+            confidence Float64,
+            source String,
+            issued_ms UInt64,
+            expires_ms UInt64,
+            reason String,
+            issued_date Date DEFAULT toDate(toDateTime(intDiv(issued_ms, 1000)))
+        ) ENGINE = ReplacingMergeTree()
+        PARTITION BY toYYYYMM(issued_date)
+        ORDER BY (workflow_id, run_id, command_id)
         """,
     )),
 )

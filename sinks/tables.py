@@ -36,8 +36,9 @@ WORKFLOW_EVENTS = TableSpec("workflow_events", (
 
 ANOMALIES = TableSpec("anomalies", (
     "row_id", "anomaly_id", "workflow_id", "run_id", "sequence", "kind", "severity", "score",
-    "detected_ms", "message", "variables.name", "variables.status", "variables.primary_value",
-    "variables.mirror_value", "variables.weight", "variables.contribution",
+    "detected_ms", "message", "action_id", "variables.name", "variables.status",
+    "variables.primary_value", "variables.mirror_value", "variables.weight",
+    "variables.contribution",
 ))
 
 
@@ -86,9 +87,11 @@ def anomaly_columns(anomalies: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     for a in anomalies:
         variables = a["variables"]
         row = (
-            row_id(a["kind"], a["workflow_id"], a["run_id"], a["sequence"]), a["anomaly_id"],
+            row_id(a["kind"], a["workflow_id"], a["run_id"], a["sequence"],
+                   a.get("action_id") or ""), a["anomaly_id"],
             a["workflow_id"], a["run_id"], a["sequence"], a["kind"], a["severity"], a["score"],
-            a["detected_ms"], a["message"], [v["name"] for v in variables],
+            a["detected_ms"], a["message"], a.get("action_id") or "",
+            [v["name"] for v in variables],
             [v["status"] for v in variables], [json.dumps(v["primary"]) for v in variables],
             [json.dumps(v["mirror"]) for v in variables], [v["weight"] for v in variables],
             [v["contribution"] for v in variables],
@@ -96,3 +99,34 @@ def anomaly_columns(anomalies: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
         for column, value in zip(columns, row, strict=True):
             column.append(value)
     return columns
+
+
+PREDICTIONS = TableSpec("predictions", (
+    "workflow_id", "run_id", "workflow_type", "action_id", "action_type", "predicted_next",
+    "source", "confidence", "memory_bytes", "cpu_cores", "network_bytes", "cost",
+    "reservation_id", "issued_ms"))
+
+FEEDBACK = TableSpec("feedback", (
+    "workflow_id", "run_id", "workflow_type", "action_id", "action_type", "source",
+    "confidence", "predicted_memory_bytes", "predicted_cpu_cores", "predicted_network_bytes",
+    "predicted_cost", "actual_memory_bytes", "actual_cpu_cores", "actual_network_bytes",
+    "actual_cost", "deviation", "underprovisioned", "runtime_s", "recorded_ms"))
+
+ACTION_USAGE = TableSpec("action_usage", (
+    "workflow_id", "run_id", "action_id", "action_type", "attempt", "window_start_ms",
+    "batch_first_ms", "samples", "cpu_peak", "cpu_mean", "memory_peak", "memory_mean",
+    "network_bytes", "cost"))
+
+RESERVATIONS = TableSpec("reservations", (
+    "command_id", "op", "reservation_id", "workflow_id", "run_id", "action_id", "action_type",
+    "memory_bytes", "cpu_cores", "network_bytes", "cost", "confidence", "source", "issued_ms",
+    "expires_ms", "reason"))
+
+
+def columns_of(spec: TableSpec, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Rows (tuples in ``spec.columns`` order) turned into columns."""
+    if rows and len(rows[0]) != len(spec.columns):
+        raise ValueError(f"{spec.name}: rows of {len(rows[0])} values, "
+                         f"{len(spec.columns)} columns")
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [
+        [] for _ in spec.columns]

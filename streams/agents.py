@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import faust
 from faust.types import EventT
@@ -20,13 +20,10 @@ from faust.types import EventT
 from schemas.codec import Codec
 from schemas.records import DeadLetter
 from sinks.batcher import BatchingSink, SinkClosed
-from sinks.tables import WORKFLOW_EVENTS, workflow_event_columns
+from sinks.tables import WORKFLOW_EVENTS, Located, workflow_event_columns
 from streams.history_ingest import decode_history
 from streams.messages import RawMessage
 from topology.settings import Settings
-
-if TYPE_CHECKING:
-    from streams.mirror_agents import MirrorService
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +93,14 @@ class InOrderAcks:
                 await self._stream.ack(event)
 
 
+class Follower(Protocol):
+    """Something that follows the history stream (the mirrors, the shadow workflows)."""
+
+    async def apply(self, located: Sequence[Located]) -> asyncio.Future[None]:
+        """Take a batch of events; the future resolves when their effects are stored."""
+        ...
+
+
 def all_done(futures: Sequence[asyncio.Future[Any]]) -> asyncio.Future[None]:
     """A future that resolves when all ``futures`` have, failing with the first failure."""
 
@@ -108,9 +113,10 @@ def all_done(futures: Sequence[asyncio.Future[Any]]) -> asyncio.Future[None]:
 
 def register_history_agent(app: faust.App, *, source: faust.TopicT,
                            deadletters: faust.TopicT, sink: BatchingSink, codec: Codec,
-                           settings: Settings, mirrors: MirrorService | None = None) -> None:
-    """``wf.history`` -> decoded once -> rows in ``workflow_events`` and, given ``mirrors``,
-    the mirrors; bad messages -> dead letters. A batch is acked when all of that is stored."""
+                           settings: Settings, followers: Sequence[Follower] = ()) -> None:
+    """``wf.history`` -> decoded once -> rows in ``workflow_events`` and every follower (the
+    mirrors, the shadow workflows); bad messages -> dead letters. A batch is acked when all of
+    that is stored."""
 
     @app.agent(source, name="history-ingest")
     async def ingest_history(stream: faust.StreamT) -> None:
@@ -124,8 +130,8 @@ def register_history_agent(app: faust.App, *, source: faust.TopicT,
                 if batch.events:
                     effects.append(await sink.submit(WORKFLOW_EVENTS,
                                                      workflow_event_columns(batch.events)))
-                    if mirrors is not None:
-                        effects.append(await mirrors.apply(batch.events))
+                    for follower in followers:
+                        effects.append(await follower.apply(batch.events))
                 await acks.add(all_done(effects) if effects else None, events)
         finally:
             acks.stop()

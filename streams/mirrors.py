@@ -48,7 +48,7 @@ class Finding:
             "anomaly_id": self.anomaly_id, "workflow_id": self.workflow_id,
             "run_id": self.run_id, "sequence": self.sequence, "kind": self.kind,
             "severity": self.severity, "score": self.score, "detected_ms": detected_ms,
-            "message": self.message,
+            "message": self.message, "action_id": None,
             "variables": [{"name": v.name, "status": v.status, "primary": v.primary,
                            "mirror": v.mirror, "weight": v.weight,
                            "contribution": v.contribution} for v in self.variables],

@@ -48,12 +48,15 @@ class Command:
 
 @dataclass(frozen=True)
 class Alert:
-    """Something an operator should know about a reservation."""
+    """Something an operator should know about an action's sizing or reservation."""
 
     workflow_id: str
     run_id: str
     action_id: str
     message: str
+    kind: str = "RESERVATION_FAILED"
+    """An ``AnomalyKind``: RESERVATION_FAILED, SIZING_NEEDED or RESOURCE_MISS."""
+    severity: str = "MEDIUM"
 
 
 @dataclass

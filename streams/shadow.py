@@ -304,7 +304,8 @@ class ShadowWorkflows:
             what = "exceeded its memory allocation" if under else "missed its forecast"
             message = (f"{action.action_type} {what}: used {_show(actual)}, forecast "
                        f"{_show(prediction.allocation)}")
-            effects.alerts.append(Alert(run.workflow_id, run.run_id, action.action_id, message))
+            effects.alerts.append(Alert(run.workflow_id, run.run_id, action.action_id, message,
+                                        "RESOURCE_MISS", "HIGH" if under else "MEDIUM"))
         return effects
 
     def evict_finished(self, now_ms: int, retention_ms: int) -> list[tuple[str, str]]:
@@ -352,7 +353,8 @@ class ShadowWorkflows:
         if prediction.source == MANUAL.upper():
             effects.alerts.append(Alert(run.workflow_id, run.run_id, action_id,
                                         f"no history for {action_type} in {run.workflow_type}: "
-                                        "manual sizing needed (reserved the default)"))
+                                        "manual sizing needed (reserved the default)",
+                                        "SIZING_NEEDED", "LOW"))
         return effects
 
     def _predict(self, run: RunShadow, action: ActionShadow, now_ms: int,

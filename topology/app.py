@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import faust
 
 from schemas.codec import default_codec
 from sinks.batcher import BatchingSink
-from sinks.clickhouse import ColumnarWriter
+from sinks.clickhouse import ColumnarWriter, stored_feedback
 from streams.agents import register_history_agent
+from streams.forecast import Forecaster
 from streams.mirror import MirrorLimits
 from streams.mirror_agents import MirrorService, register_mirror_agents
 from streams.mirrors import Mirrors
+from streams.reservations import ReservationPool
+from streams.shadow import ShadowConfig, ShadowWorkflows
+from streams.shadow_agents import ShadowService, register_shadow_agents
 from topology import topics
-from topology.api import register_routes
+from topology.api import register_routes, register_shadow_routes
 from topology.definition_feed import DefinitionFeed, initial_registry
 from topology.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def raw_topic(app: faust.App, name: str, settings: Settings) -> faust.TopicT:
@@ -67,8 +74,25 @@ def create_app(settings: Settings) -> faust.App:
     service = MirrorService(app, mirrors, codec=codec, sink=sink, settings=settings,
                             mirror_topic=raw_topic(app, topics.MIRROR, settings),
                             anomaly_topic=raw_topic(app, topics.ANOMALIES, settings))
+    shadow_service = ShadowService(
+        ShadowWorkflows(Forecaster(), ReservationPool(
+            {"memory_bytes": settings.pool_memory_gib * 2**30,
+             "cpu_cores": settings.pool_cpu_cores},
+            ttl_ms=int(settings.reservation_ttl_seconds * 1000)),
+            ShadowConfig(settings.confidence_threshold, settings.likely_next_probability,
+                         settings.miss_alert_ratio)),
+        codec=codec, sink=sink, settings=settings,
+        reservation_topic=raw_topic(app, topics.RESERVATIONS, settings),
+        anomaly_topic=raw_topic(app, topics.ANOMALIES, settings))
+    learned = shadow_service.warm_up(stored_feedback(settings))
+    if learned:
+        log.info("forecaster learned from %d stored feedback rows", learned)
     register_history_agent(app, source=history, deadletters=deadletters, sink=sink,
-                           codec=codec, settings=settings, mirrors=service)
+                           codec=codec, settings=settings,
+                           followers=[service, shadow_service])
+    register_shadow_agents(app, shadow_service,
+                           telemetry=raw_topic(app, topics.TELEMETRY, settings),
+                           deadletters=deadletters, settings=settings)
     register_mirror_agents(app, service, history=history,
                            state=raw_topic(app, topics.STATE, settings),
                            deadletters=deadletters, settings=settings)
@@ -81,6 +105,7 @@ def create_app(settings: Settings) -> faust.App:
 
     register_routes(app, mirrors, definitions, history=history,
                     publish_definition=publish_definition)
+    register_shadow_routes(app, shadow_service, history=history)
 
     @app.task
     async def start_feed() -> None:

@@ -154,7 +154,8 @@ def _wait_for_detection(client: Client, prefix: str, faults: list[Fault],
     """Anomalies of this run, once every fault is explained or ``timeout`` has passed (then a
     last look after the sink's flush, so stragglers are counted too)."""
     query = ("SELECT workflow_id, kind, sequence, severity, variables.name FROM anomalies FINAL "
-             "WHERE startsWith(workflow_id, %(p)s) ORDER BY workflow_id, sequence")
+             "WHERE startsWith(workflow_id, %(p)s) "
+             "AND kind IN ('STATE_DEVIATION', 'MISSING_EVENTS') ORDER BY workflow_id, sequence")
     deadline = time.monotonic() + timeout
     while True:
         anomalies = client.execute(query, {"p": prefix})

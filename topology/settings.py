@@ -72,6 +72,24 @@ class Settings:
         30.0, "How long a primary snapshot waits for the mirror to reach its sequence.")
     mirror_retention_seconds: float = _setting(
         300.0, "How long a finished run's mirror stays in memory (and answers the API).")
+    confidence_threshold: float = _setting(
+        0.8, "Below this confidence a forecast falls back to the historical percentile of the "
+        "action type's past peaks.")
+    likely_next_probability: float = _setting(
+        0.3, "Reserve ahead for the action types at least this likely to be scheduled next.")
+    pool_memory_gib: float = _setting(
+        512.0, "Memory capacity of the reservation pool, in GiB.")
+    pool_cpu_cores: float = _setting(256.0, "CPU capacity of the reservation pool, in cores.")
+    reservation_ttl_seconds: float = _setting(
+        600.0, "A reservation whose action has not started after this long lapses.")
+    telemetry_window_seconds: float = _setting(
+        10.0, "Width of the tumbling windows telemetry is aggregated into (action_usage).")
+    feedback_grace_seconds: float = _setting(
+        5.0, "How long after an action completes its telemetry may still arrive before its "
+        "forecast is scored.")
+    miss_alert_ratio: float = _setting(
+        2.0, "Alert when an action used more than this times, or less than 1/this of, its "
+        "forecast (and always when it exceeded its memory allocation).")
     definitions_path: str = _setting(
         "", "A workflow-definition JSON file, or a folder of them, loaded at start "
         "(empty: none; definitions registered through the API are kept on shadow.definitions).")
@@ -101,7 +119,9 @@ class Settings:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("consumer_batch_seconds", "sink_flush_seconds", "sink_retry_max_seconds",
                      "session_timeout_seconds", "mirror_gap_seconds",
-                     "mirror_compare_wait_seconds", "mirror_retention_seconds"):
+                     "mirror_compare_wait_seconds", "mirror_retention_seconds",
+                     "pool_memory_gib", "pool_cpu_cores", "reservation_ttl_seconds",
+                     "telemetry_window_seconds", "miss_alert_ratio"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be positive")
         if not self.broker.strip():
