@@ -1,13 +1,18 @@
-"""Turning a trace into the history a live engine would have published for it.
+"""Turning a trace into what a live engine would have published for it: history and telemetry.
 
 Tasks start as soon as their parents complete (no slot limit) and run for their measured
 runtime; this schedule is a reconstruction, since traces carry no per-task start times.
+Telemetry samples are synthesized around the real per-task aggregates: the memory samples rise
+to the task's real peak, CPU stays at its real average, and the bytes read and written are
+spread over the samples. Cost is priced at ``COST_PER_CORE_HOUR``.
 """
 
 from __future__ import annotations
 
-from schemas.records import EventKind, HistoryEvent
+from schemas.records import EventKind, HistoryEvent, TelemetryBatch
 from streams.traces import Trace
+
+COST_PER_CORE_HOUR = 0.05
 
 
 def history_from_trace(trace: Trace, workflow_id: str, run_id: str,
@@ -41,3 +46,27 @@ def history_from_trace(trace: Trace, workflow_id: str, run_id: str,
     events.append(HistoryEvent(workflow_id, run_id, trace.workflow_type, len(events) + 1,
                                EventKind.WORKFLOW_COMPLETED, end))
     return events
+
+
+def telemetry_from_trace(trace: Trace, events: list[HistoryEvent],
+                         samples: int = 4) -> list[TelemetryBatch]:
+    """One batch of ``samples`` samples per completed action of ``events`` (the history made
+    by ``history_from_trace``), shaped around the real aggregates."""
+    tasks = {t.task_id: t for t in trace.tasks}
+    started = {e.action_id: e.timestamp_ms for e in events if e.kind is EventKind.ACTION_STARTED}
+    batches = []
+    for event in events:
+        if event.kind is not EventKind.ACTION_COMPLETED or event.action_id not in tasks:
+            continue
+        task = tasks[event.action_id]
+        begin, end = started.get(event.action_id, event.timestamp_ms), event.timestamp_ms
+        stamps = [begin + (end - begin) * (i + 1) // samples for i in range(samples)]
+        peak = task.memory_bytes or 0
+        cpu = task.cpu_cores or 0.0
+        moved = (task.read_bytes or 0) + (task.written_bytes or 0)
+        cost = cpu * max(0.0, task.runtime_s) / 3600.0 * COST_PER_CORE_HOUR
+        batches.append(TelemetryBatch(
+            event.workflow_id, event.run_id, event.action_id, event.action_type, event.attempt,
+            stamps, [cpu] * samples, [peak * (i + 1) // samples for i in range(samples)],
+            [moved // samples] * samples, [cost / samples] * samples))
+    return batches

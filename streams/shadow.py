@@ -106,6 +106,8 @@ class ActionShadow:
     prediction: Prediction | None = None
     usage: Usage = field(default_factory=Usage)
     feedback_done: bool = False
+    completion_seen_ms: int | None = None
+    """Processing time at which the completion was seen (the feedback grace runs from it)."""
 
 
 @dataclass
@@ -201,6 +203,10 @@ class ShadowWorkflows:
         self.transitions = Transitions()
         self.runs: dict[tuple[str, str], RunShadow] = {}
         self.latest_run: dict[str, str] = {}
+        # Telemetry can overtake the history that schedules its action (separate topics):
+        # held here, within a bound, until the action is known.
+        self.early_usage: dict[tuple[str, str, str], Usage] = {}
+        self.max_early_usage = 100_000
 
     def create(self, workflow_id: str, run_id: str, workflow_type: str, now_ms: int) -> Effects:
         """Make a run's shadow (idempotent) and reserve ahead for its likely first actions."""
@@ -237,6 +243,7 @@ class ShadowWorkflows:
             action = run.actions.get(event.action_id)
             if action is not None and action.completed_ms is None:
                 action.completed_ms = event.timestamp_ms
+                action.completion_seen_ms = now_ms
                 if action.prediction and action.prediction.reservation_id:
                     effects.commands += self.pool.release(action.prediction.reservation_id)
                 if kind is EventKind.ACTION_COMPLETED:
@@ -254,12 +261,17 @@ class ShadowWorkflows:
     def on_telemetry(self, workflow_id: str, run_id: str, action_id: str,
                      memory: Sequence[float], cpu: Sequence[float], network: Sequence[float],
                      cost: Sequence[float]) -> bool:
-        """Fold telemetry samples into an action's usage; ``False`` if the action is unknown."""
+        """Fold telemetry samples into an action's usage. Samples of an action not scheduled
+        yet are held until it is; ``False`` if they had to be dropped (too many held)."""
         run = self.runs.get((workflow_id, run_id))
         action = run.actions.get(action_id) if run else None
-        if action is None:
+        if action is not None:
+            action.usage.add(memory, cpu, network, cost)
+            return True
+        key = (workflow_id, run_id, action_id)
+        if key not in self.early_usage and len(self.early_usage) >= self.max_early_usage:
             return False
-        action.usage.add(memory, cpu, network, cost)
+        self.early_usage.setdefault(key, Usage()).add(memory, cpu, network, cost)
         return True
 
     def due_feedback(self, now_ms: int, grace_ms: int) -> Effects:
@@ -267,8 +279,9 @@ class ShadowWorkflows:
         effects = Effects()
         for run in self.runs.values():
             for action in run.actions.values():
-                if (not action.feedback_done and action.completed_ms is not None
-                        and action.usage.samples and now_ms - action.completed_ms >= grace_ms):
+                if (not action.feedback_done and action.completion_seen_ms is not None
+                        and action.usage.samples
+                        and now_ms - action.completion_seen_ms >= grace_ms):
                     effects.extend(self.feedback(run, action, action.usage.actual()))
         return effects
 
@@ -314,6 +327,8 @@ class ShadowWorkflows:
                 if r.finished_ms is not None and now_ms - r.finished_ms > retention_ms]
         for key in gone:
             del self.runs[key]
+            for early in [k for k in self.early_usage if k[:2] == key]:
+                del self.early_usage[early]
             self.forecaster.forget_run(key[1])
             if self.latest_run.get(key[0]) == key[1]:
                 del self.latest_run[key[0]]
@@ -328,6 +343,9 @@ class ShadowWorkflows:
         action = run.actions[action_id] = ActionShadow(
             action_id, action_type, event.attempt, len(run.actions),
             float(event.attributes.get("input_bytes", 0.0)), event.timestamp_ms)
+        early = self.early_usage.pop((run.workflow_id, run.run_id, action_id), None)
+        if early is not None:
+            action.usage = early
         self.transitions.learn(run.workflow_type, run.last_completed_type, action_type)
         prediction = self._predict(run, action, now_ms)
         placeholder = run.likely.pop(action_type, None)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from schemas.codec import Codec, default_codec
-from schemas.records import HistoryEvent, StateSnapshot
+from schemas.records import HistoryEvent, StateSnapshot, TelemetryBatch
 from topology.settings import Settings
+
+T = TypeVar("T")
 
 
 class PublishError(RuntimeError):
@@ -57,6 +59,18 @@ class Publisher:
             messages += 1
         return messages
 
+    def send_telemetry(self, batches: Sequence[TelemetryBatch], per_message: int = 100,
+                       topic: str = "wf.telemetry") -> int:
+        """Send one workflow's telemetry batches as envelopes; returns the number of
+        messages."""
+        messages = 0
+        for chunk in _chunks(batches, per_message):
+            value = self.codec.encode("TelemetryEnvelope", {
+                "workflow_id": chunk[0].workflow_id, "batches": [b.to_avro() for b in chunk]})
+            self.send(topic, chunk[0].workflow_id, value)
+            messages += 1
+        return messages
+
     def send_state(self, snapshot: StateSnapshot, topic: str = "wf.state") -> None:
         """Send one primary state snapshot."""
         self.send(topic, snapshot.workflow_id, self.codec.encode("StateSnapshot",
@@ -76,6 +90,6 @@ class Publisher:
             self._errors.append(f"{message.topic()}: {error}")
 
 
-def _chunks(items: Sequence[HistoryEvent], size: int) -> Iterable[Sequence[HistoryEvent]]:
+def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]

@@ -98,3 +98,13 @@ def test_an_exhausted_pool_falls_back_to_a_smaller_size_and_alerts() -> None:
     effects = _run(shadows, "r9", {"A9": 1 * GB})
     alerts = [a.message for e in effects for a in e.alerts]
     assert any("smaller fallback" in m for m in alerts), alerts
+
+
+def test_telemetry_that_overtakes_its_action_is_held_until_the_action_is_known() -> None:
+    shadows = _shadows()
+    assert shadows.on_telemetry("wf-r", "r", "A1", [5.0, 7.0], [1.0], [3], [0.5])
+    shadows.on_event(_event("r", 1, EventKind.WORKFLOW_STARTED), 0)
+    shadows.on_event(_event("r", 2, EventKind.ACTION_SCHEDULED, "A1", "A"), 0)
+    usage = shadows.runs[("wf-r", "r")].actions["A1"].usage
+    assert (usage.peak_memory_bytes, usage.network_bytes) == (7.0, 3)
+    assert shadows.early_usage == {}
