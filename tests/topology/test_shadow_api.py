@@ -65,7 +65,7 @@ def test_sizing_from_manual_to_model_and_historical_with_reservations(
     # Second run of the same workflow type: the forecaster learned from the first.
     _publish_run(settings, second, telemetry=False)
     blastall = next(e.action_id for e in events if e.action_type == "blastall")
-    status, prediction = wait_for(
+    _, prediction = wait_for(
         lambda: (r := http("GET", f"{base}/shadow/{second}/prediction/{blastall}"))[0] == 200
         and r, what="the second run's prediction")
     assert prediction["source"] == "MODEL" and prediction["confidence"] >= 0.8
@@ -76,7 +76,7 @@ def test_sizing_from_manual_to_model_and_historical_with_reservations(
 
     # Another workflow type running the same programs: the action type's history is used.
     _publish_run(settings, other, workflow_type="blast-variant", telemetry=False)
-    status, prediction = wait_for(
+    _, prediction = wait_for(
         lambda: (r := http("GET", f"{base}/shadow/{other}/prediction/{blastall}"))[0] == 200
         and r, what="the other type's prediction")
     assert prediction["source"] == "HISTORICAL"
