@@ -10,9 +10,11 @@ no Map, DateTime64 or TTL; epoch milliseconds in integer columns beside DEFAULT-
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sinks.clickhouse import connect
+from sinks.tables import TableSpec
 from topology.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -206,5 +208,27 @@ def migrate(settings: Settings, migrations: tuple[Migration, ...] = MIGRATIONS) 
             log.info("applied ClickHouse migration %d: %s", migration.version, migration.name)
             applied.append(migration.version)
         return applied
+    finally:
+        client.disconnect()
+
+
+class SchemaMismatch(RuntimeError):
+    """A table lacks columns this version of shadowflow writes."""
+
+
+def verify_tables(settings: Settings, specs: Iterable[TableSpec]) -> None:
+    """Fail fast, naming table and columns, when the database's tables lack what the sink
+    inserts (a database made by another version): a stalled sink retrying a doomed insert is
+    harder to read at 3 a.m. than a refusal to start."""
+    client = connect(settings)
+    try:
+        for spec in specs:
+            present = {name for name, *_ in client.execute(f"DESCRIBE TABLE {spec.name}")}
+            missing = [c for c in spec.columns if c not in present]
+            if missing:
+                raise SchemaMismatch(
+                    f"table {settings.clickhouse_database}.{spec.name} lacks columns {missing}: "
+                    "it was created by another version of shadowflow. Drop the database (or "
+                    "migrate it by hand) and start again.")
     finally:
         client.disconnect()

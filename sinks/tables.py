@@ -130,3 +130,7 @@ def columns_of(spec: TableSpec, rows: Sequence[Sequence[Any]]) -> list[list[Any]
                          f"{len(spec.columns)} columns")
     return [list(column) for column in zip(*rows, strict=True)] if rows else [
         [] for _ in spec.columns]
+
+
+ALL_TABLES = (WORKFLOW_EVENTS, ANOMALIES, PREDICTIONS, FEEDBACK, ACTION_USAGE, RESERVATIONS)
+"""Every table the sink writes."""

@@ -39,6 +39,9 @@ class Outcome:
     cpu_allocated_core_h: float = 0.0
     cpu_unused_core_h: float = 0.0
     cpu_short_tasks: int = 0
+    calibration: dict[float, list[int]] = field(default_factory=dict)
+    """Confidence bucket (lower edge, tenths) -> [tasks, tasks whose memory allocation covered
+    the peak], for methods that state a confidence."""
 
     @property
     def underprovisioned_share(self) -> float:
@@ -62,6 +65,10 @@ class Outcome:
         for name in ("tasks", "underprovisioned", "usage_gbh", "wastage_gbh", "failed_attempts",
                      "cpu_allocated_core_h", "cpu_unused_core_h", "cpu_short_tasks"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        for bucket, (n, covered) in other.calibration.items():
+            mine = self.calibration.setdefault(bucket, [0, 0])
+            mine[0] += n
+            mine[1] += covered
 
     def to_json(self) -> dict[str, float | int]:
         """The figures the ``--json`` report holds for a method."""
@@ -71,7 +78,9 @@ class Outcome:
                 "usage_gbh": round(self.usage_gbh, 6), "failed_attempts": self.failed_attempts,
                 "cpu_slack": round(self.cpu_slack, 6),
                 "cpu_short_share": round(self.cpu_short_tasks / self.tasks, 6)
-                if self.tasks else 0.0}
+                if self.tasks else 0.0,
+                "calibration": {f"{b:.1f}": {"tasks": n, "covered_share": round(c / n, 6)}
+                                for b, (n, c) in sorted(self.calibration.items())}}
 
 
 def memory_outcome(allocation: float, peak: float, runtime_s: float) -> tuple[float, int]:
@@ -132,6 +141,7 @@ def _run(trace: Trace, run_id: str, placed: list[Slot], methods: Sequence[Sizing
                     [(s.end_s, 0 if s.end_s > s.start_s else 2, s.order) for s in placed])
     by_order = {s.order: s for s in placed}
     given: dict[tuple[str, int], tuple[float, float]] = {}
+    stated: dict[tuple[str, int], float] = {}
     for at, kind, order in events:
         slot = by_order[order]
         task = slot.task
@@ -140,8 +150,15 @@ def _run(trace: Trace, run_id: str, placed: list[Slot], methods: Sequence[Sizing
                               clock + at)
         if kind == 1:
             for method in methods:
+                forecast = getattr(method, "forecast", None)
+                if forecast is not None:  # a method that states its confidence
+                    memory = forecast(context, "memory")
+                    stated[(method.name, order)] = memory.confidence
+                    memory_amount = memory.amount
+                else:
+                    memory_amount = method.allocate(context, "memory")
                 given[(method.name, order)] = (
-                    max(method.allocate(context, "memory"), MINIMUM_ALLOCATION["memory"]),
+                    max(memory_amount, MINIMUM_ALLOCATION["memory"]),
                     max(method.allocate(context, "cpu"), MINIMUM_ALLOCATION["cpu"]))
             continue
         for method in methods:
@@ -155,6 +172,12 @@ def _run(trace: Trace, run_id: str, placed: list[Slot], methods: Sequence[Sizing
                 outcome.wastage_gbh += wasted
                 outcome.failed_attempts += failures
                 outcome.usage_gbh += peak * task.runtime_s / HOUR / GB
+                confidence = stated.pop((method.name, order), None)
+                if confidence is not None:
+                    bucket = outcome.calibration.setdefault(min(int(confidence * 10), 9) / 10,
+                                                            [0, 0])
+                    bucket[0] += 1
+                    bucket[1] += memory >= peak
                 method.observe(context, "memory", peak, memory, task.runtime_s)
             if task.cpu_cores is not None:
                 hours = task.runtime_s / HOUR

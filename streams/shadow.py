@@ -207,6 +207,8 @@ class ShadowWorkflows:
         # held here, within a bound, until the action is known.
         self.early_usage: dict[tuple[str, str, str], Usage] = {}
         self.max_early_usage = 100_000
+        # One "manual sizing needed" alert per workflow and action type, not one per action.
+        self._sizing_alerted: set[tuple[str, str]] = set()
 
     def create(self, workflow_id: str, run_id: str, workflow_type: str, now_ms: int) -> Effects:
         """Make a run's shadow (idempotent) and reserve ahead for its likely first actions."""
@@ -368,10 +370,13 @@ class ShadowWorkflows:
         effects.commands += commands
         effects.alerts += alerts
         effects.predictions.append((run, prediction))
-        if prediction.source == MANUAL.upper():
+        if (prediction.source == MANUAL.upper()
+                and (run.workflow_type, action_type) not in self._sizing_alerted):
+            self._sizing_alerted.add((run.workflow_type, action_type))
             effects.alerts.append(Alert(run.workflow_id, run.run_id, action_id,
                                         f"no history for {action_type} in {run.workflow_type}: "
-                                        "manual sizing needed (reserved the default)",
+                                        "manual sizing needed (reserved the default; alerted "
+                                        "once per workflow and action type)",
                                         "SIZING_NEEDED", "LOW"))
         return effects
 

@@ -30,8 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         # Expected failures (service missing, broker down) carry their fix in the message.
         from infra.stack import StackError
+        from sinks.migrations import SchemaMismatch
         from topology.topics import TopologyError
-        if isinstance(exc, StackError | TopologyError | TimeoutError | SettingsError):
+        if isinstance(exc, StackError | TopologyError | TimeoutError | SettingsError
+                      | SchemaMismatch):
             print(f"shadowflow: {exc}", file=sys.stderr)
             return 1
         raise

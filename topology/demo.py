@@ -1,10 +1,11 @@
 """``shadowflow demo``: the main job on the local stack, fed by real traces.
 
 Brings the stack up and starts a worker process. For a mix of real workflow executions it
-publishes the history and the primary's state snapshots, with one fault injected into most runs
-(a corrupted or missing variable, a dropped event, a duplicated side effect), plus two malformed
-messages. It waits until ClickHouse holds every event and the mirrors have had their say, prints
-what was stored and what was detected against what was injected, and stops what it started.
+publishes the history, the telemetry and the primary's state snapshots, with one fault injected
+into most runs (a corrupted or missing variable, a dropped event, a duplicated side effect), plus
+two malformed messages. It waits until ClickHouse holds every event, the forecasts were scored and
+the mirrors have had their say, prints what was stored, predicted, reserved and detected, and
+stops what it started.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sinks.clickhouse import connect
 from streams.definitions import DEFAULT
 from streams.detection import score_detection
 from streams.primary import Fault, FaultPlan, simulate
-from streams.replay import history_from_trace
+from streams.replay import history_from_trace, telemetry_from_trace
 from streams.traces import Trace, load_wfformat
 from topology import topics
 from topology.consume import read_topic
@@ -67,7 +68,8 @@ def run_demo(settings: Settings, paths: list[str], keep: bool = False) -> int:
     stack.up()
     # Short waits, so a dropped event is declared missing within the demo's few seconds.
     worker = WorkerProcess(settings.with_overrides(mirror_gap_seconds=3.0,
-                                                   mirror_compare_wait_seconds=5.0),
+                                                   mirror_compare_wait_seconds=5.0,
+                                                   feedback_grace_seconds=1.0),
                            settings.stack_dir / "demo-worker.log")
     try:
         prepare(settings)
@@ -90,29 +92,36 @@ def _feed_and_report(settings: Settings, traces: list[Trace]) -> int:
     started = time.monotonic()
     expected = 0
     faults: list[Fault] = []
+    client = connect(settings)
+    print(f"replaying {len(traces)} runs one after another (each run's usage is learned before "
+          "the next starts)")
     for i, trace in enumerate(traces):
         events = history_from_trace(trace, prefix + trace.name, "run-1", int(time.time() * 1000))
         run = simulate(events, DEFAULT, FaultPlan(FAULTS[i % len(FAULTS)]),
                        snapshot_every=SNAPSHOT_EVERY, seed=i)
         publisher.send_history(run.history)
+        publisher.send_telemetry(telemetry_from_trace(trace, events))
         for snapshot in run.snapshots:
             publisher.send_state(snapshot)
+        publisher.flush()
         expected += len(run.history)
         faults += run.faults
+        _wait_for_feedback(client, prefix + trace.name, len(trace.tasks))
     publisher.send(topics.HISTORY, prefix + "bad", b"this is not an Avro message")
     publisher.send(topics.HISTORY, prefix + "bad", b"")
     publisher.flush()
-    print(f"published {expected} history events and the primary's snapshots of {len(traces)} "
-          f"workflows in {publisher.sent} messages, with {len(faults)} injected faults and 2 "
-          "malformed messages")
+    print(f"published {expected} history events, telemetry and the primary's snapshots of "
+          f"{len(traces)} workflows in {publisher.sent} messages, with {len(faults)} injected "
+          "faults and 2 malformed messages")
 
-    client = connect(settings)
     stored, rows = _wait_for_events(client, prefix, expected)
     elapsed = time.monotonic() - started
     print(f"\n{'workflow type':<14} {'runs':>5} {'actions':>8} {'events stored':>14}")
     for workflow_type, runs, actions, count in rows:
         print(f"{workflow_type:<14} {runs:>5} {actions:>8} {count:>14}")
     print(f"stored {stored} of {expected} events in {elapsed:.1f}s")
+
+    _report_forecasts(client, prefix)
 
     anomalies = _wait_for_detection(client, prefix, faults)
     print(f"\nmirror: {len(faults)} faults injected, {len(anomalies)} anomalies detected")
@@ -133,6 +142,46 @@ def _feed_and_report(settings: Settings, traces: list[Trace]) -> int:
         print(f"  {letter.topic}[{letter.partition}]@{letter.offset}: {letter.reason}")
     ok = stored == expected and len(ours) == 2 and score.recall == 1.0
     return 0 if ok else 1
+
+
+def _wait_for_feedback(client: Client, workflow_id: str, actions: int,
+                       timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while (client.execute("SELECT count() FROM feedback FINAL WHERE workflow_id = %(w)s",
+                          {"w": workflow_id})[0][0] < actions
+           and time.monotonic() < deadline):
+        time.sleep(0.3)
+
+
+def _report_forecasts(client: Client, prefix: str) -> None:
+    """What was forecast, how it compared with the actual usage, and what was reserved."""
+    where = "WHERE startsWith(workflow_id, %(p)s)"
+    sources = client.execute(f"SELECT source, count() FROM predictions FINAL {where} "
+                             "AND predicted_next = 0 GROUP BY source ORDER BY source",
+                             {"p": prefix})
+    print("\nforecasts: " + ", ".join(f"{n} {s.lower()}" for s, n in sources)
+          + " (manual: nothing known yet; historical: the action type elsewhere or a low "
+          "confidence; model: learned for this workflow type)")
+    rows = client.execute(
+        f"SELECT action_type, count(), avg(predicted_memory_bytes), avg(actual_memory_bytes), "
+        f"sum(underprovisioned), countIf(source = 'MODEL') FROM feedback FINAL {where} "
+        "GROUP BY action_type ORDER BY count() DESC LIMIT 8", {"p": prefix})
+    print(f"  {'action type':<30} {'actions':>7} {'forecast MB':>12} {'actual MB':>10} "
+          f"{'under':>6} {'model':>6}")
+    for action_type, count, predicted, actual, under, model in rows:
+        print(f"  {action_type[-30:]:<30} {count:>7} {predicted / 2**20:>12.1f} "
+              f"{actual / 2**20:>10.1f} {under:>6} {model:>6}")
+    feedback = client.execute(
+        f"SELECT count(), sum(underprovisioned), sum(predicted_memory_bytes * runtime_s), "
+        f"sum(actual_memory_bytes * runtime_s) FROM feedback FINAL {where} "
+        "AND source != 'MANUAL'", {"p": prefix})[0]
+    if feedback[0]:
+        print(f"  learned forecasts: {feedback[1]} of {feedback[0]} under-provisioned, memory "
+              f"allocation quality {feedback[3] / max(feedback[2], 1):.2f} (usage / allocation)")
+    ops = client.execute(f"SELECT op, reason, count() FROM reservations FINAL {where} "
+                         "GROUP BY op, reason ORDER BY op, reason", {"p": prefix})
+    print("reservations: " + ", ".join(f"{n} {op.lower()}" + (f" ({reason})" if reason else "")
+                                       for op, reason, n in ops))
 
 
 def _wait_for_events(client: Client, prefix: str, expected: int,

@@ -59,6 +59,13 @@ def table(result: Evaluation, runs: int) -> str:
     for name, o in result.overall.items():
         lines.append(f"{name:<18} {o.wastage_gbh:>13.2f} {o.underprovisioned_share:>11.2%} "
                      f"{o.maq:>6.3f} {o.failed_attempts:>7} {o.cpu_slack:>9.1%}")
+    for name, o in result.overall.items():
+        if o.calibration:
+            lines.append(f"\ncalibration of {name}: how often the memory allocation covered the "
+                         "peak, per stated confidence")
+            lines.append(f"{'confidence':>12} {'tasks':>7} {'covered':>8}")
+            for bucket, (n, covered) in sorted(o.calibration.items()):
+                lines.append(f"{bucket:>5.1f}-{bucket + 0.1:<5.1f} {n:>7} {covered / n:>8.2%}")
     return "\n".join(lines)
 
 

@@ -7,7 +7,8 @@ import logging
 import faust
 
 from sinks.clickhouse import wait_until_ready
-from sinks.migrations import migrate
+from sinks.migrations import migrate, verify_tables
+from sinks.tables import ALL_TABLES
 from topology.app import create_app
 from topology.settings import Settings
 from topology.topics import ensure_topics
@@ -20,6 +21,7 @@ def prepare(settings: Settings) -> None:
     ensure_topics(settings)
     version = wait_until_ready(settings)
     migrate(settings)
+    verify_tables(settings, ALL_TABLES)
     log.info("ClickHouse %s at %s:%d ready, database %s", version, settings.clickhouse_host,
              settings.clickhouse_port, settings.clickhouse_database)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sinks.clickhouse import connect
-from sinks.migrations import MIGRATIONS, migrate
-from sinks.tables import WORKFLOW_EVENTS
+from sinks.migrations import MIGRATIONS, SchemaMismatch, migrate, verify_tables
+from sinks.tables import ALL_TABLES, WORKFLOW_EVENTS
 from topology.settings import Settings
 
 
@@ -17,4 +19,15 @@ def test_migrations_are_versioned_and_idempotent(settings: Settings) -> None:
     assert recorded == [(m.version, m.name) for m in MIGRATIONS]
     columns = {name for name, *_ in client.execute(f"DESCRIBE TABLE {WORKFLOW_EVENTS.name}")}
     assert set(WORKFLOW_EVENTS.columns) <= columns
+    client.execute(f"DROP DATABASE {isolated.clickhouse_database}")
+
+
+def test_a_table_lacking_a_column_stops_the_worker_with_its_name(settings: Settings) -> None:
+    isolated = settings.with_overrides(clickhouse_database=f"old_{settings.app_id[-8:]}")
+    migrate(isolated)
+    verify_tables(isolated, ALL_TABLES)
+    client = connect(isolated)
+    client.execute("ALTER TABLE anomalies DROP COLUMN message")
+    with pytest.raises(SchemaMismatch, match=r"anomalies lacks columns \[.message.\]"):
+        verify_tables(isolated, ALL_TABLES)
     client.execute(f"DROP DATABASE {isolated.clickhouse_database}")

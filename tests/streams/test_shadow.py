@@ -15,6 +15,13 @@ def _shadows(capacity: float = 100 * GB) -> ShadowWorkflows:
                            ShadowConfig(confidence_threshold=0.8))
 
 
+def _shadows_like(shadows: ShadowWorkflows) -> ShadowWorkflows:
+    # The same shadows, with the first run's learning undone: still no history for the type,
+    # and the alert for it already given.
+    shadows.forecaster = Forecaster()
+    return shadows
+
+
 def _event(run: str, seq: int, kind: EventKind, action: str | None = None,
            action_type: str | None = None, at: int = 0) -> HistoryEvent:
     return HistoryEvent("wf-" + run, run, "etl", seq, kind, at, action_id=action,
@@ -45,6 +52,8 @@ def test_manual_then_model_as_history_grows() -> None:
     [(_, prediction)] = [p for e in first for p in e.predictions]
     assert prediction.source == "MANUAL" and prediction.allocation["memory_bytes"] == 2 * 2**30
     assert any("manual sizing needed" in a.message for e in first for a in e.alerts)
+    again = _run(_shadows_like(shadows), "r1b", {"A1b": 1 * GB})
+    assert not any("manual sizing needed" in a.message for e in again for a in e.alerts)
     for n in range(2, 8):
         _run(shadows, f"r{n}", {f"A{n}": 1 * GB})
     later = _run(shadows, "r9", {"A9": 1 * GB})
