@@ -126,6 +126,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             deviation Float64,
             underprovisioned UInt8,
             runtime_s Float64,
+            lead_time_ms Int64,
             recorded_ms UInt64,
             recorded_date Date DEFAULT toDate(toDateTime(intDiv(recorded_ms, 1000)))
         ) ENGINE = ReplacingMergeTree()

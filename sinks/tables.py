@@ -110,7 +110,7 @@ FEEDBACK = TableSpec("feedback", (
     "workflow_id", "run_id", "workflow_type", "action_id", "action_type", "source",
     "confidence", "predicted_memory_bytes", "predicted_cpu_cores", "predicted_network_bytes",
     "predicted_cost", "actual_memory_bytes", "actual_cpu_cores", "actual_network_bytes",
-    "actual_cost", "deviation", "underprovisioned", "runtime_s", "recorded_ms"))
+    "actual_cost", "deviation", "underprovisioned", "runtime_s", "lead_time_ms", "recorded_ms"))
 
 ACTION_USAGE = TableSpec("action_usage", (
     "workflow_id", "run_id", "action_id", "action_type", "attempt", "window_start_ms",

@@ -11,7 +11,9 @@ from every completed action at three levels:
 3. **this action type in any workflow type** — the same program elsewhere, when the workflow type
    is new (``historical``).
 
-With none of these, the user's request or the default is used (``manual``). Memory is sized for
+With none of these, the user's request or the default is used (``manual``). A retry (attempt
+``n`` > 1) gets ``2^(n-1)`` times the memory: it most likely follows running out of it. Memory is
+sized for
 very few failures (``memory_quantile``); CPU is sized tighter (``cpu_quantile``), since too little
 CPU slows an action but does not kill it. Observations are kept in bounded windows and summaries
 (quantiles) are recomputed lazily, once per batch of new observations of a key, never per event.
@@ -170,9 +172,15 @@ class Forecaster:
                 basis, source, coverage_of = "action", HISTORICAL, anywhere
             else:
                 amount = cold_start(task, resource)
+                if resource == "memory" and task.attempt > 1:
+                    amount *= 2 ** (task.attempt - 1)
                 return Forecast(amount, 0.0, MANUAL, "default")
         amount = max(amount, MINIMUM_ALLOCATION[resource])
-        return Forecast(amount, coverage_of.coverage(amount, task.input_bytes), source, basis)
+        confidence = coverage_of.coverage(amount, task.input_bytes)
+        if resource == "memory" and task.attempt > 1:
+            # A retry most likely follows running out of memory: double per earlier attempt.
+            amount *= 2 ** (task.attempt - 1)
+        return Forecast(amount, confidence, source, basis)
 
     def knows(self, task: TaskContext, resource: str) -> bool:
         """Whether anything learned applies to ``task`` (else ``forecast`` is the default)."""

@@ -108,6 +108,8 @@ class ActionShadow:
     feedback_done: bool = False
     completion_seen_ms: int | None = None
     """Processing time at which the completion was seen (the feedback grace runs from it)."""
+    start_seen_ms: int | None = None
+    """Processing time at which the start was seen (lead time = this - reservation issued)."""
 
 
 @dataclass
@@ -141,6 +143,8 @@ class Feedback:
     """Largest absolute log ratio actual/predicted over the resources with both figures."""
     underprovisioned: bool
     """The action's memory peak exceeded its allocation."""
+    lead_time_ms: int | None = None
+    """From the reservation (or its placeholder) to the action's start, when both were seen."""
 
 
 @dataclass
@@ -239,6 +243,7 @@ class ShadowWorkflows:
             action = run.actions.get(event.action_id)
             if action is not None and action.started_ms is None:
                 action.started_ms = event.timestamp_ms
+                action.start_seen_ms = now_ms
                 if action.prediction and action.prediction.reservation_id:
                     self.pool.start(action.prediction.reservation_id, now_ms)
         elif kind in (EventKind.ACTION_COMPLETED, EventKind.ACTION_FAILED) and event.action_id:
@@ -311,9 +316,11 @@ class ShadowWorkflows:
         under = actual.get("memory_bytes", 0.0) > prediction.allocation.get("memory_bytes",
                                                                             math.inf)
         deviation = max(ratios, default=0.0)
+        lead = (action.start_seen_ms - prediction.issued_ms
+                if action.start_seen_ms is not None else None)
         result = Feedback(run.workflow_id, run.run_id, action.action_id, action.action_type,
                           dict(prediction.allocation), dict(actual), prediction.confidence,
-                          prediction.source, deviation, under)
+                          prediction.source, deviation, under, lead)
         effects.feedback.append(result)
         if under or deviation > math.log(self.config.miss_alert_ratio):
             what = "exceeded its memory allocation" if under else "missed its forecast"

@@ -173,7 +173,8 @@ def _feedback_row(feedback: Any, shadows: ShadowWorkflows, stamp: int) -> tuple[
             p.get("memory_bytes", 0.0), p.get("cpu_cores", 0.0), p.get("network_bytes", 0.0),
             p.get("cost", 0.0), a.get("memory_bytes", 0.0), a.get("cpu_cores", 0.0),
             a.get("network_bytes", 0.0), a.get("cost", 0.0), feedback.deviation,
-            int(feedback.underprovisioned), max(0.0, runtime), stamp)
+            int(feedback.underprovisioned), max(0.0, runtime),
+            -1 if feedback.lead_time_ms is None else feedback.lead_time_ms, stamp)
 
 
 def _int(value: float | None) -> int | None:

@@ -116,9 +116,9 @@ def _feed_and_report(settings: Settings, traces: list[Trace]) -> int:
 
     stored, rows = _wait_for_events(client, prefix, expected)
     elapsed = time.monotonic() - started
-    print(f"\n{'workflow type':<14} {'runs':>5} {'actions':>8} {'events stored':>14}")
+    print(f"\n{'workflow type':<28} {'runs':>5} {'actions':>8} {'events stored':>14}")
     for workflow_type, runs, actions, count in rows:
-        print(f"{workflow_type:<14} {runs:>5} {actions:>8} {count:>14}")
+        print(f"{workflow_type:<28} {runs:>5} {actions:>8} {count:>14}")
     print(f"stored {stored} of {expected} events in {elapsed:.1f}s")
 
     _report_forecasts(client, prefix)
@@ -178,6 +178,11 @@ def _report_forecasts(client: Client, prefix: str) -> None:
     if feedback[0]:
         print(f"  learned forecasts: {feedback[1]} of {feedback[0]} under-provisioned, memory "
               f"allocation quality {feedback[3] / max(feedback[2], 1):.2f} (usage / allocation)")
+    lead = client.execute(f"SELECT count(), quantile(0.5)(lead_time_ms), max(lead_time_ms) "
+                          f"FROM feedback FINAL {where} AND lead_time_ms >= 0", {"p": prefix})[0]
+    if lead[0]:
+        print(f"  lead time from reservation to start: median {lead[1]:.0f} ms, longest "
+              f"{lead[2]} ms over {lead[0]} actions (placeholders reserve before scheduling)")
     ops = client.execute(f"SELECT op, reason, count() FROM reservations FINAL {where} "
                          "GROUP BY op, reason ORDER BY op, reason", {"p": prefix})
     print("reservations: " + ", ".join(f"{n} {op.lower()}" + (f" ({reason})" if reason else "")

@@ -70,3 +70,11 @@ def test_the_run_bounds_its_own_later_actions() -> None:
     _learn(forecaster, _task(run="now"), [520 * MB, 515 * MB, 525 * MB])
     bounded = forecaster.forecast(_task(run="now"), "memory")
     assert bounded.basis == "run" and 525 * MB <= bounded.amount < 600 * MB
+
+
+def test_a_retry_gets_double_the_memory_per_earlier_attempt() -> None:
+    forecaster = Forecaster()
+    _learn(forecaster, _task(), [100 * MB] * 20)
+    first = forecaster.forecast(_task(), "memory").amount
+    retry = TaskContext("wf", "r1", "align", attempt=3, input_bytes=1e9)
+    assert forecaster.forecast(retry, "memory").amount == 4 * first

@@ -84,6 +84,8 @@ def test_likely_next_actions_are_reserved_ahead_and_claimed() -> None:
     assert ("RESERVE", "next:B") in ops and ("ADJUST", "next:B") in ops
     assert all(op in (RESERVE, ADJUST, RELEASE) for op, _ in ops)
     assert shadows.pool.stats.lead_times_ms and min(shadows.pool.stats.lead_times_ms) > 0
+    leads = [f.lead_time_ms for e in effects for f in e.feedback]
+    assert leads and all(lead is not None and lead > 0 for lead in leads)
     assert shadows.pool.held == {}, "everything released at the end"
 
 
