@@ -79,6 +79,9 @@ class Prediction:
     issued_ms: int
     likely: bool = False
     """A placeholder for an action not scheduled yet."""
+    issued_event_ms: int | None = None
+    """Event time of what caused the reservation (the scheduling, or for a placeholder the
+    completion or run start before it): lead times are measured in the workflow's own time."""
 
     def to_json(self) -> dict[str, object]:
         """The prediction route's answer."""
@@ -108,8 +111,7 @@ class ActionShadow:
     feedback_done: bool = False
     completion_seen_ms: int | None = None
     """Processing time at which the completion was seen (the feedback grace runs from it)."""
-    start_seen_ms: int | None = None
-    """Processing time at which the start was seen (lead time = this - reservation issued)."""
+
 
 
 @dataclass
@@ -144,7 +146,7 @@ class Feedback:
     underprovisioned: bool
     """The action's memory peak exceeded its allocation."""
     lead_time_ms: int | None = None
-    """From the reservation (or its placeholder) to the action's start, when both were seen."""
+    """Event time from what caused the reservation (or its placeholder) to the action's start."""
 
 
 @dataclass
@@ -214,14 +216,16 @@ class ShadowWorkflows:
         # One "manual sizing needed" alert per workflow and action type, not one per action.
         self._sizing_alerted: set[tuple[str, str]] = set()
 
-    def create(self, workflow_id: str, run_id: str, workflow_type: str, now_ms: int) -> Effects:
-        """Make a run's shadow (idempotent) and reserve ahead for its likely first actions."""
+    def create(self, workflow_id: str, run_id: str, workflow_type: str, now_ms: int,
+               event_ms: int | None = None) -> Effects:
+        """Make a run's shadow (idempotent) and reserve ahead for its likely first actions
+        (``event_ms``: the workflow's time of its start, when known)."""
         key = (workflow_id, run_id)
         if key in self.runs:
             return Effects()
         run = self.runs[key] = RunShadow(workflow_id, run_id, workflow_type, now_ms)
         self.latest_run[workflow_id] = run_id
-        return self._reserve_likely(run, None, now_ms)
+        return self._reserve_likely(run, None, now_ms, event_ms)
 
     def shadow_of(self, workflow_id: str) -> RunShadow | None:
         """The shadow of a workflow's latest run."""
@@ -234,7 +238,7 @@ class ShadowWorkflows:
         key = (event.workflow_id, event.run_id)
         if key not in self.runs:
             effects.extend(self.create(event.workflow_id, event.run_id, event.workflow_type,
-                                       now_ms))
+                                       now_ms, event.timestamp_ms))
         run = self.runs[key]
         kind = event.kind
         if kind is EventKind.ACTION_SCHEDULED and event.action_id:
@@ -243,7 +247,6 @@ class ShadowWorkflows:
             action = run.actions.get(event.action_id)
             if action is not None and action.started_ms is None:
                 action.started_ms = event.timestamp_ms
-                action.start_seen_ms = now_ms
                 if action.prediction and action.prediction.reservation_id:
                     self.pool.start(action.prediction.reservation_id, now_ms)
         elif kind in (EventKind.ACTION_COMPLETED, EventKind.ACTION_FAILED) and event.action_id:
@@ -255,7 +258,8 @@ class ShadowWorkflows:
                     effects.commands += self.pool.release(action.prediction.reservation_id)
                 if kind is EventKind.ACTION_COMPLETED:
                     run.last_completed_type = action.action_type
-                    effects.extend(self._reserve_likely(run, action.action_type, now_ms))
+                    effects.extend(self._reserve_likely(run, action.action_type, now_ms,
+                                                        event.timestamp_ms))
         elif kind in (EventKind.WORKFLOW_COMPLETED, EventKind.WORKFLOW_FAILED):
             run.finished_ms = now_ms
             for placeholder in run.likely.values():
@@ -316,8 +320,9 @@ class ShadowWorkflows:
         under = actual.get("memory_bytes", 0.0) > prediction.allocation.get("memory_bytes",
                                                                             math.inf)
         deviation = max(ratios, default=0.0)
-        lead = (action.start_seen_ms - prediction.issued_ms
-                if action.start_seen_ms is not None else None)
+        lead = (action.started_ms - prediction.issued_event_ms
+                if action.started_ms is not None and prediction.issued_event_ms is not None
+                else None)
         result = Feedback(run.workflow_id, run.run_id, action.action_id, action.action_type,
                           dict(prediction.allocation), dict(actual), prediction.confidence,
                           prediction.source, deviation, under, lead)
@@ -362,9 +367,11 @@ class ShadowWorkflows:
             # Claim the reservation made ahead; its lead time runs from then.
             prediction.reservation_id = placeholder.reservation_id
             prediction.issued_ms = placeholder.issued_ms
+            prediction.issued_event_ms = placeholder.issued_event_ms
             commands, alerts = self.pool.adjust(placeholder.reservation_id,
                                                 prediction.allocation, now_ms)
         else:
+            prediction.issued_event_ms = event.timestamp_ms
             prediction.reservation_id = reservation_id(run.workflow_id, run.run_id, action_id,
                                                        event.attempt)
             commands, alerts = self.pool.reserve(
@@ -411,7 +418,8 @@ class ShadowWorkflows:
         median = self.forecaster.median(self._context(run, action), "memory")
         return None if median is None else {"memory_bytes": median}
 
-    def _reserve_likely(self, run: RunShadow, previous: str | None, now_ms: int) -> Effects:
+    def _reserve_likely(self, run: RunShadow, previous: str | None, now_ms: int,
+                        event_ms: int | None) -> Effects:
         effects = Effects()
         for action_type, probability in self.transitions.likely(
                 run.workflow_type, previous, self.config.likely_probability):
@@ -420,6 +428,7 @@ class ShadowWorkflows:
             placeholder_id = f"next:{action_type}"
             action = ActionShadow(placeholder_id, action_type, 1, len(run.actions), 0.0, now_ms)
             prediction = self._predict(run, action, now_ms, likely=True)
+            prediction.issued_event_ms = event_ms
             commands, alerts = self.pool.reserve(
                 run.workflow_id, run.run_id, placeholder_id, action_type, prediction.allocation,
                 confidence=prediction.confidence * probability,

@@ -181,8 +181,8 @@ def _report_forecasts(client: Client, prefix: str) -> None:
     lead = client.execute(f"SELECT count(), quantile(0.5)(lead_time_ms), max(lead_time_ms) "
                           f"FROM feedback FINAL {where} AND lead_time_ms >= 0", {"p": prefix})[0]
     if lead[0]:
-        print(f"  lead time from reservation to start: median {lead[1]:.0f} ms, longest "
-              f"{lead[2]} ms over {lead[0]} actions (placeholders reserve before scheduling)")
+        print(f"  lead time from reservation to start (workflow time): median {lead[1]:.0f} ms, "
+              f"longest {lead[2]} ms over {lead[0]} actions")
     ops = client.execute(f"SELECT op, reason, count() FROM reservations FINAL {where} "
                          "GROUP BY op, reason ORDER BY op, reason", {"p": prefix})
     print("reservations: " + ", ".join(f"{n} {op.lower()}" + (f" ({reason})" if reason else "")
