@@ -6,12 +6,14 @@ are checked in one place. Each record mirrors its ``.avsc`` file field for field
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from schemas.codec import CodecError, Decoded
+
+T = TypeVar("T")
 
 Value = None | bool | int | float | str
 """A state variable's value: what the Avro ``values`` and ``variables`` unions allow."""
@@ -127,18 +129,24 @@ def history_events(decoded: Decoded) -> list[HistoryEvent]:
     Raises ``CodecError`` for any other record type, and for an envelope holding an event of
     another workflow (it would land on the wrong partition's owner).
     """
-    if decoded.type_name == "HistoryEvent":
-        return [HistoryEvent.from_avro(decoded.record)]
-    if decoded.type_name == "HistoryEnvelope":
+    return _unpack(decoded, "HistoryEvent", "HistoryEnvelope", "events",
+                   HistoryEvent.from_avro)
+
+
+def _unpack(decoded: Decoded, single: str, envelope: str, items: str,
+            convert: Callable[[Mapping[str, Any]], T]) -> list[T]:
+    # A message holds one record, or an envelope of records of one workflow.
+    if decoded.type_name == single:
+        return [convert(decoded.record)]
+    if decoded.type_name == envelope:
         workflow_id = decoded.record["workflow_id"]
-        events = [HistoryEvent.from_avro(r) for r in decoded.record["events"]]
-        strays = {e.workflow_id for e in events} - {workflow_id}
+        records = [convert(r) for r in decoded.record[items]]
+        strays = {r.workflow_id for r in records} - {workflow_id}  # type: ignore[attr-defined]
         if strays:
-            raise CodecError(
-                f"HistoryEnvelope of workflow {workflow_id!r} holds events of {sorted(strays)}"
-            )
-        return events
-    raise CodecError(f"expected HistoryEvent or HistoryEnvelope, got {decoded.type_name}")
+            raise CodecError(f"{envelope} of workflow {workflow_id!r} holds {items} of "
+                             f"{sorted(strays)}")
+        return records
+    raise CodecError(f"expected {single} or {envelope}, got {decoded.type_name}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,14 +211,5 @@ class TelemetryBatch:
 
 def telemetry_batches(decoded: Decoded) -> list[TelemetryBatch]:
     """The batches a ``wf.telemetry`` message carries: one, or an envelope of many."""
-    if decoded.type_name == "TelemetryBatch":
-        return [TelemetryBatch.from_avro(decoded.record)]
-    if decoded.type_name == "TelemetryEnvelope":
-        workflow_id = decoded.record["workflow_id"]
-        batches = [TelemetryBatch.from_avro(r) for r in decoded.record["batches"]]
-        strays = {b.workflow_id for b in batches} - {workflow_id}
-        if strays:
-            raise CodecError(f"TelemetryEnvelope of workflow {workflow_id!r} holds batches of "
-                             f"{sorted(strays)}")
-        return batches
-    raise CodecError(f"expected TelemetryBatch or TelemetryEnvelope, got {decoded.type_name}")
+    return _unpack(decoded, "TelemetryBatch", "TelemetryEnvelope", "batches",
+                   TelemetryBatch.from_avro)

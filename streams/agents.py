@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import faust
@@ -111,6 +111,23 @@ def all_done(futures: Sequence[asyncio.Future[Any]]) -> asyncio.Future[None]:
     return asyncio.ensure_future(wait())
 
 
+BatchHandler = Callable[[Sequence[EventT]], Awaitable["asyncio.Future[None] | None"]]
+
+
+async def process_in_batches(stream: faust.StreamT, settings: Settings,
+                             handle: BatchHandler) -> None:
+    """The loop every agent runs: take a batch without acking, hand it to ``handle`` (which
+    returns a future that resolves once the batch's effects are stored, or ``None``), and ack
+    the batch in order when that future resolves."""
+    acks = InOrderAcks(stream)
+    try:
+        async for events in stream.noack_take(settings.consumer_batch,
+                                              within=settings.consumer_batch_seconds):
+            await acks.add(await handle(events), events)
+    finally:
+        acks.stop()
+
+
 def register_history_agent(app: faust.App, *, source: faust.TopicT,
                            deadletters: faust.TopicT, sink: BatchingSink, codec: Codec,
                            settings: Settings, followers: Sequence[Follower] = ()) -> None:
@@ -118,20 +135,16 @@ def register_history_agent(app: faust.App, *, source: faust.TopicT,
     mirrors, the shadow workflows); bad messages -> dead letters. A batch is acked when all of
     that is stored."""
 
+    async def handle(events: Sequence[EventT]) -> asyncio.Future[None] | None:
+        batch = decode_history([raw_message(e) for e in events], codec, now_ms())
+        await publish_dead_letters(deadletters, batch.rejects, codec)
+        if not batch.events:
+            return None
+        effects = [await sink.submit(WORKFLOW_EVENTS, workflow_event_columns(batch.events))]
+        for follower in followers:
+            effects.append(await follower.apply(batch.events))
+        return all_done(effects)
+
     @app.agent(source, name="history-ingest")
     async def ingest_history(stream: faust.StreamT) -> None:
-        acks = InOrderAcks(stream)
-        try:
-            async for events in stream.noack_take(settings.consumer_batch,
-                                                  within=settings.consumer_batch_seconds):
-                batch = decode_history([raw_message(e) for e in events], codec, now_ms())
-                await publish_dead_letters(deadletters, batch.rejects, codec)
-                effects = []
-                if batch.events:
-                    effects.append(await sink.submit(WORKFLOW_EVENTS,
-                                                     workflow_event_columns(batch.events)))
-                    for follower in followers:
-                        effects.append(await follower.apply(batch.events))
-                await acks.add(all_done(effects) if effects else None, events)
-        finally:
-            acks.stop()
+        await process_in_batches(stream, settings, handle)

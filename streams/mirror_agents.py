@@ -18,12 +18,19 @@ import logging
 from collections.abc import Hashable, Iterable, Sequence
 
 import faust
+from faust.types import EventT
 
 from schemas.codec import Codec, CodecError
 from schemas.records import StateSnapshot
 from sinks.batcher import BatchingSink
 from sinks.tables import ANOMALIES, Located, anomaly_columns
-from streams.agents import InOrderAcks, all_done, now_ms, publish_dead_letters, raw_message
+from streams.agents import (
+    all_done,
+    now_ms,
+    process_in_batches,
+    publish_dead_letters,
+    raw_message,
+)
 from streams.mirror_log import DELTA, SNAPSHOT, next_record, record_key, restore_all
 from streams.mirrors import Finding, Mirrors, RunKey
 from topology.consume import read_partition
@@ -165,31 +172,26 @@ def register_mirror_agents(app: faust.App, service: MirrorService, *, history: f
     History reaches the mirrors through the history agent (``MirrorService.apply``)."""
     codec = service.codec
 
+    async def handle(events: Sequence[EventT]) -> asyncio.Future[None]:
+        waits, rejects = [], []
+        for event in events:
+            raw = raw_message(event)
+            try:
+                decoded = codec.decode(raw.value or b"")
+                if decoded.type_name != "StateSnapshot":
+                    raise CodecError(f"expected StateSnapshot, got {decoded.type_name}")
+            except CodecError as exc:
+                rejects.append(raw.dead_letter(str(exc), now_ms()))
+                continue
+            waits.append(service.wait_for_comparison(StateSnapshot.from_avro(decoded.record)))
+        await publish_dead_letters(deadletters, rejects, codec)
+        findings, done = service.mirrors.compare_ready()
+        await service.settle(findings, done)
+        return all_done(waits)
+
     @app.agent(state, name="compare")
     async def compare_state(stream: faust.StreamT) -> None:
-        acks = InOrderAcks(stream)
-        try:
-            async for events in stream.noack_take(settings.consumer_batch,
-                                                  within=settings.consumer_batch_seconds):
-                await service.ensure_restored(e.message.partition for e in events)
-                waits, rejects = [], []
-                for event in events:
-                    raw = raw_message(event)
-                    try:
-                        decoded = codec.decode(raw.value or b"")
-                        if decoded.type_name != "StateSnapshot":
-                            raise CodecError(f"expected StateSnapshot, got {decoded.type_name}")
-                    except CodecError as exc:
-                        rejects.append(raw.dead_letter(str(exc), now_ms()))
-                        continue
-                    waits.append(service.wait_for_comparison(
-                        StateSnapshot.from_avro(decoded.record)))
-                await publish_dead_letters(deadletters, rejects, codec)
-                findings, done = service.mirrors.compare_ready()
-                await service.settle(findings, done)
-                await acks.add(all_done(waits), events)
-        finally:
-            acks.stop()
+        await process_in_batches(stream, settings, handle)
 
     @app.timer(interval=1.0)
     async def mirror_timer() -> None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
+from faust.types import EventT
 
 from schemas.codec import Codec, CodecError
 from schemas.records import telemetry_batches
@@ -30,7 +31,13 @@ from sinks.tables import (
     columns_of,
     row_id,
 )
-from streams.agents import InOrderAcks, all_done, now_ms, publish_dead_letters, raw_message
+from streams.agents import (
+    all_done,
+    now_ms,
+    process_in_batches,
+    publish_dead_letters,
+    raw_message,
+)
 from streams.reservations import Alert, Command
 from streams.shadow import Effects, ShadowWorkflows
 from streams.sizing import TaskContext
@@ -187,23 +194,20 @@ def register_shadow_agents(app: faust.App, service: ShadowService, *, telemetry:
     history agent (``ShadowService.apply``)."""
     codec = service.codec
 
+    async def handle(events: Sequence[EventT]) -> asyncio.Future[None]:
+        batches, rejects = [], []
+        for event in events:
+            raw = raw_message(event)
+            try:
+                batches += telemetry_batches(codec.decode(raw.value or b""))
+            except CodecError as exc:
+                rejects.append(raw.dead_letter(str(exc), now_ms()))
+        await publish_dead_letters(deadletters, rejects, codec)
+        return await service.telemetry(batches)
+
     @app.agent(telemetry, name="telemetry")
     async def ingest_telemetry(stream: faust.StreamT) -> None:
-        acks = InOrderAcks(stream)
-        try:
-            async for events in stream.noack_take(settings.consumer_batch,
-                                                  within=settings.consumer_batch_seconds):
-                batches, rejects = [], []
-                for event in events:
-                    raw = raw_message(event)
-                    try:
-                        batches += telemetry_batches(codec.decode(raw.value or b""))
-                    except CodecError as exc:
-                        rejects.append(raw.dead_letter(str(exc), now_ms()))
-                await publish_dead_letters(deadletters, rejects, codec)
-                await acks.add(await service.telemetry(batches), events)
-        finally:
-            acks.stop()
+        await process_in_batches(stream, settings, handle)
 
     @app.timer(interval=1.0)
     async def shadow_timer() -> None:
