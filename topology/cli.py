@@ -74,6 +74,34 @@ def _parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     evaluation.set_defaults(run=_evaluate)
 
+    replay = commands.add_parser(
+        "replay", help="publish what live engines would have for real traces: history, "
+        "telemetry and the primary's snapshots, optionally with injected faults")
+    replay.add_argument("paths", nargs="+", metavar="PATH",
+                        help="WfFormat JSON or Nextflow trace files, or folders of them")
+    replay.add_argument("--speed", type=float, default=0.0,
+                        help="trace seconds per wall second (0: as fast as possible)")
+    replay.add_argument("--workflows", type=int, default=0,
+                        help="how many workflows to run, cycling through the traces, "
+                        "interleaved with distinct ids (default: one per trace)")
+    replay.add_argument("--seed", type=int, default=0, help="for repeatable replays")
+    replay.add_argument("--slots", type=int, default=None,
+                        help="actions at once per workflow (default: the trace's core count; "
+                        "0: unbounded); traces with real start times use them")
+    replay.add_argument("--faults-per-workflow", type=int, default=0,
+                        help="random faults injected into each workflow (corrupted or missing "
+                        "variable, dropped event, duplicated side effect)")
+    replay.add_argument("--duplicates", type=int, default=0,
+                        help="history events delivered twice per workflow (harmless noise)")
+    replay.add_argument("--reorder", type=int, default=0,
+                        help="history events moved up to this many places (harmless noise)")
+    replay.add_argument("--snapshot-every", type=int, default=10,
+                        help="the primary's state snapshot every this many events")
+    replay.add_argument("--faults-out", metavar="FILE",
+                        help="write the injected faults as JSON lines (workflow_id, run_id, "
+                        "sequence, kind)")
+    replay.set_defaults(run=_replay)
+
     demo = commands.add_parser("demo", help="bring the stack up, run a worker, feed it real "
                                "traces and report what it stored")
     demo.add_argument("traces", nargs="*", help="trace files (default: a mix of the shared "
@@ -132,6 +160,15 @@ def _config(settings: Settings, args: argparse.Namespace) -> int:
 def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from topology.evaluate import run_evaluation
     return run_evaluation(args.paths, args.json)
+
+
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from topology.replay import run_replay
+    return run_replay(settings, args.paths, speed=args.speed, workflows=args.workflows,
+                      seed=args.seed, slots=args.slots,
+                      faults_per_workflow=args.faults_per_workflow, duplicates=args.duplicates,
+                      reorder=args.reorder, snapshot_every=args.snapshot_every,
+                      faults_out=args.faults_out)
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:

@@ -30,3 +30,18 @@ def test_trace_history_is_consistent(path) -> None:
     assert len(started) == len(done) == len(trace.tasks)
     for task in trace.tasks:
         assert all(done[p] <= started[task.task_id] for p in task.parents)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_history_on_the_traces_own_cores_respects_slots_and_dependencies(path) -> None:
+    trace = load_wfformat(path)
+    events = history_from_trace(trace, "wf", "run", 0, slots=None)
+    started = {e.action_id: e.timestamp_ms for e in events if e.kind is EventKind.ACTION_STARTED}
+    done = {e.action_id: e.timestamp_ms for e in events if e.kind is EventKind.ACTION_COMPLETED}
+    assert len(started) == len(done) == len(trace.tasks)
+    for task in trace.tasks:
+        assert all(done[p] <= started[task.task_id] for p in task.parents)
+    running = 0
+    for event in events:  # completions come before starts at the same instant
+        running += {EventKind.ACTION_STARTED: 1, EventKind.ACTION_COMPLETED: -1}.get(event.kind, 0)
+        assert running <= (trace.slots or len(trace.tasks))
