@@ -327,7 +327,10 @@ class ShadowWorkflows:
                           dict(prediction.allocation), dict(actual), prediction.confidence,
                           prediction.source, deviation, under, lead)
         effects.feedback.append(result)
-        if under or deviation > math.log(self.config.miss_alert_ratio):
+        # Exceeding the allocation always alerts; a learned forecast also alerts when it missed
+        # by more than the ratio (a manual default is expected to miss).
+        if under or (prediction.source != MANUAL.upper()
+                     and deviation > math.log(self.config.miss_alert_ratio)):
             what = "exceeded its memory allocation" if under else "missed its forecast"
             message = (f"{action.action_type} {what}: used {_show(actual)}, forecast "
                        f"{_show(prediction.allocation)}")

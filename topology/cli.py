@@ -102,6 +102,20 @@ def _parser() -> argparse.ArgumentParser:
                         "sequence, kind)")
     replay.set_defaults(run=_replay)
 
+    report = commands.add_parser(
+        "report", help="what was predicted, reserved and detected, from ClickHouse: tables, "
+        "JSON, PNG charts, and detection scored against a replay's faults file")
+    report.add_argument("--since", help="only rows from this long ago (30m, 2h, 1d) or this "
+                        "date-time (2026-11-21 08:00); default: everything")
+    report.add_argument("--faults", metavar="FILE",
+                        help="a replay's faults file: score detection against it")
+    report.add_argument("--window", type=int, default=10,
+                        help="sequences after a fault an anomaly may come and still be explained "
+                        "by it (the snapshot interval; default 10)")
+    report.add_argument("--out", metavar="DIR", help="write PNG charts here")
+    report.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    report.set_defaults(run=_report)
+
     demo = commands.add_parser("demo", help="bring the stack up, run a worker, feed it real "
                                "traces and report what it stored")
     demo.add_argument("traces", nargs="*", help="trace files (default: a mix of the shared "
@@ -169,6 +183,11 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
                       faults_per_workflow=args.faults_per_workflow, duplicates=args.duplicates,
                       reorder=args.reorder, snapshot_every=args.snapshot_every,
                       faults_out=args.faults_out)
+
+
+def _report(settings: Settings, args: argparse.Namespace) -> int:
+    from topology.report import run_report
+    return run_report(settings, args.since, args.faults, args.out, args.json, args.window)
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
