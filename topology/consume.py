@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from schemas.codec import Decoded, default_codec
+from schemas.codec import CodecError, Decoded, default_codec
 from topology.settings import Settings
 
 
-def read_topic(settings: Settings, topic: str, idle_seconds: float = 2.0) -> list[Decoded]:
+def read_topic(settings: Settings, topic: str, idle_seconds: float = 2.0,
+               skip_undecodable: bool = False) -> list[Decoded]:
     """Every message now on ``topic``, decoded, read until none arrives for ``idle_seconds``.
+    A message that does not decode raises ``CodecError``, or is passed over with
+    ``skip_undecodable`` (a topic that also carries what producers got wrong).
 
     Uses ``assign`` rather than a group subscription: no group join to wait for, no offsets
     committed.
@@ -24,7 +27,11 @@ def read_topic(settings: Settings, topic: str, idle_seconds: float = 2.0) -> lis
         while (message := consumer.poll(idle_seconds)) is not None:
             if message.error() is not None:
                 raise RuntimeError(f"reading {topic}: {message.error()}")
-            decoded.append(codec.decode(message.value()))
+            try:
+                decoded.append(codec.decode(message.value()))
+            except CodecError:
+                if not skip_undecodable:
+                    raise
     finally:
         consumer.close()
     return decoded

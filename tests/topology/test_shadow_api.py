@@ -21,11 +21,14 @@ TRACE = TRACES / "makeflow" / "blast" / "blast-chameleon-small-001.json"
 
 
 def _publish_run(settings: Settings, workflow_id: str, workflow_type: str | None = None,
-                 telemetry: bool = True) -> list:
+                 telemetry: bool = True, action_suffix: str = "") -> list:
     trace = load_wfformat(TRACE)
     events = history_from_trace(trace, workflow_id, "run-1", 1_700_000_000_000)
     if workflow_type:
         events = [dataclasses.replace(e, workflow_type=workflow_type) for e in events]
+    if action_suffix:
+        events = [dataclasses.replace(e, action_type=f"{e.action_type}{action_suffix}")
+                  if e.action_type else e for e in events]
     publisher = Publisher(settings)
     publisher.send_history(events, per_message=50)
     if telemetry:
@@ -45,9 +48,11 @@ def test_sizing_from_manual_to_model_and_historical_with_reservations(
     first, second, other = (f"{name}-{uuid.uuid4().hex[:6]}" for name in ("a", "b", "c"))
     # Workflow types of this test's own: workers relearn from the (shared) feedback table.
     own, variant = f"blast-{uuid.uuid4().hex[:6]}", f"variant-{uuid.uuid4().hex[:6]}"
+    # Action types of its own too, or the action level would know them from other tests.
+    suffix = f"-{uuid.uuid4().hex[:4]}"
 
     # First run: nothing known, so every forecast is manual and asks for sizing.
-    events = _publish_run(settings, first, own)
+    events = _publish_run(settings, first, own, action_suffix=suffix)
     actions = {e.action_id for e in events if e.action_id}
     wait_for(lambda: _query(settings, "SELECT count() FROM feedback FINAL "
                             "WHERE workflow_id = %(w)s", first)[0][0] == len(actions),
@@ -66,8 +71,8 @@ def test_sizing_from_manual_to_model_and_historical_with_reservations(
     assert {c["source"] for c in commands} == {"MANUAL"}
 
     # Second run of the same workflow type: the forecaster learned from the first.
-    _publish_run(settings, second, own, telemetry=False)
-    blastall = next(e.action_id for e in events if e.action_type == "blastall")
+    _publish_run(settings, second, own, telemetry=False, action_suffix=suffix)
+    blastall = next(e.action_id for e in events if e.action_type == "blastall" + suffix)
     _, prediction = wait_for(
         lambda: (r := http("GET", f"{base}/shadow/{second}/prediction/{blastall}"))[0] == 200
         and r, what="the second run's prediction")
@@ -78,8 +83,7 @@ def test_sizing_from_manual_to_model_and_historical_with_reservations(
         t.memory_bytes for t in peak if t.task_type == "blastall")
 
     # Another workflow type running the same programs: the action type's history is used.
-    # (Its history may come from other tests too; what matters is that it is not this type's.)
-    _publish_run(settings, other, variant, telemetry=False)
+    _publish_run(settings, other, variant, telemetry=False, action_suffix=suffix)
     _, prediction = wait_for(
         lambda: (r := http("GET", f"{base}/shadow/{other}/prediction/{blastall}"))[0] == 200
         and r, what="the other type's prediction")
