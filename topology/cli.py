@@ -122,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
                       "traces)")
     demo.add_argument("--keep", action="store_true",
                       help="leave the stack running afterwards")
+    demo.add_argument("--json", metavar="FILE", help="also write the final report as JSON")
     demo.set_defaults(run=_demo)
     return parser
 
@@ -192,7 +193,7 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from topology.demo import run_demo
-    return run_demo(settings, args.traces, keep=args.keep)
+    return run_demo(settings, args.traces, keep=args.keep, json_path=args.json)
 
 
 if __name__ == "__main__":

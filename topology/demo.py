@@ -10,6 +10,7 @@ stops what it started.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -28,6 +29,7 @@ from streams.traces import Trace, load_wfformat
 from topology import topics
 from topology.consume import read_topic
 from topology.publish import Publisher
+from topology.report import build_report, render
 from topology.settings import Settings
 from topology.worker import prepare
 from topology.worker_process import WorkerProcess
@@ -59,7 +61,8 @@ FAULTS = (["corrupt_variable"], ["dropped_event"], ["duplicated_side_effect"],
 SNAPSHOT_EVERY = 10
 
 
-def run_demo(settings: Settings, paths: list[str], keep: bool = False) -> int:
+def run_demo(settings: Settings, paths: list[str], keep: bool = False,
+             json_path: str | None = None) -> int:
     """Run the demo; returns the process exit code (0 when every event was stored)."""
     traces = [load_wfformat(Path(p)) for p in paths] if paths else [
         load_wfformat(p) for p in default_traces(settings)]
@@ -75,7 +78,7 @@ def run_demo(settings: Settings, paths: list[str], keep: bool = False) -> int:
         prepare(settings)
         print(f"stack up; starting a worker (log: {worker.log_path})")
         worker.start(timeout=120)
-        return _feed_and_report(settings, traces)
+        return _feed_and_report(settings, traces, json_path)
     finally:
         worker.stop()
         if not keep:
@@ -85,8 +88,10 @@ def run_demo(settings: Settings, paths: list[str], keep: bool = False) -> int:
             print("stopped the worker and the services the demo started")
 
 
-def _feed_and_report(settings: Settings, traces: list[Trace]) -> int:
+def _feed_and_report(settings: Settings, traces: list[Trace],
+                     json_path: str | None = None) -> int:
     token = uuid.uuid4().hex[:8]
+    since_ms = time.time_ns() // 1_000_000
     prefix = f"demo-{token}-"
     publisher = Publisher(settings)
     started = time.monotonic()
@@ -140,6 +145,12 @@ def _feed_and_report(settings: Settings, traces: list[Trace]) -> int:
     print(f"\ndead letters on {topics.DEADLETTER}: {len(ours)} of 2 malformed messages")
     for letter in ours:
         print(f"  {letter.topic}[{letter.partition}]@{letter.offset}: {letter.reason}")
+    report = build_report(client, since_ms, faults, SNAPSHOT_EVERY)
+    print("\nthe same run as `shadowflow report --since <demo start> --faults <its faults>` "
+          "shows it:\n" + render(report))
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2, default=float))
+        print(f"\nwrote {json_path}")
     ok = stored == expected and len(ours) == 2 and score.recall == 1.0
     return 0 if ok else 1
 

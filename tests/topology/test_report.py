@@ -3,6 +3,7 @@ end at small scale."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -98,7 +99,8 @@ def test_demo_end_to_end_at_small_scale(tmp_path: Path) -> None:
         stack_clickhouse_http_port=free_port(), stack_dir=tmp_path / "stack",
         web_port=free_port(), session_timeout_seconds=6.0)
     try:
-        result = _cli(own, "demo", str(SMALL), timeout=400)
+        result = _cli(own, "demo", str(SMALL), "--json", str(tmp_path / "demo.json"),
+                      timeout=400)
     finally:
         LocalStack(own).down(purge=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -108,3 +110,6 @@ def test_demo_end_to_end_at_small_scale(tmp_path: Path) -> None:
     assert "dead letters on shadow.deadletter: 2 of 2 malformed messages" in out
     assert "stopped the worker and the services the demo started" in out
     assert not any(s.pid for s in LocalStack(own).status())
+    report = json.loads((tmp_path / "demo.json").read_text())
+    assert report["detection"]["recall"] == 1.0
+    assert sum(r["events"] for r in report["events"]) == 131
