@@ -94,10 +94,29 @@ class ReservationPool:
         self.held: dict[str, Reservation] = {}
         self.stats = PoolStats()
         self._versions: dict[str, int] = {}
+        # Kept up to date as reservations come and go: reserving is on the hot path.
+        self._in_use: dict[str, float] = dict.fromkeys(RESOURCE_CLASSES, 0.0)
 
     def in_use(self, resource: str) -> float:
         """How much of ``resource`` the held reservations take."""
-        return sum(r.amounts.get(resource, 0.0) for r in self.held.values())
+        return self._in_use.get(resource, 0.0)
+
+    def _hold(self, reservation: Reservation) -> None:
+        previous = self.held.get(reservation.reservation_id)
+        if previous is not None:
+            self._count(previous, -1)
+        self.held[reservation.reservation_id] = reservation
+        self._count(reservation, +1)
+
+    def _drop(self, rid: str) -> Reservation | None:
+        reservation = self.held.pop(rid, None)
+        if reservation is not None:
+            self._count(reservation, -1)
+        return reservation
+
+    def _count(self, reservation: Reservation, sign: int) -> None:
+        for resource, amount in reservation.amounts.items():
+            self._in_use[resource] = self._in_use.get(resource, 0.0) + sign * amount
 
     def free(self, resource: str) -> float:
         """Capacity left of ``resource`` (infinite for a class without a capacity)."""
@@ -131,7 +150,7 @@ class ReservationPool:
                 return [], alerts
         reservation = Reservation(rid, workflow_id, run_id, action_id, action_type, chosen,
                                   confidence, source, now_ms, now_ms + self.ttl_ms)
-        self.held[rid] = reservation
+        self._hold(reservation)
         self.stats.reserved += 1
         return [self._command(RESERVE, reservation)], alerts
 
@@ -139,7 +158,7 @@ class ReservationPool:
         """The action started: the reservation is in use and no longer expires."""
         reservation = self.held.get(rid)
         if reservation is not None and reservation.started_ms is None:
-            self.held[rid] = replace(reservation, started_ms=now_ms)
+            self._hold(replace(reservation, started_ms=now_ms))
             self.stats.used += 1
             self.stats.lead_times_ms.append(now_ms - reservation.issued_ms)
 
@@ -155,12 +174,12 @@ class ReservationPool:
                               f"cannot adjust to {_show(amounts)}: pool exhausted")]
         updated = replace(reservation, amounts=dict(amounts), expires_ms=max(
             reservation.expires_ms, now_ms + self.ttl_ms))
-        self.held[rid] = updated
+        self._hold(updated)
         return [self._command(ADJUST, updated)], []
 
     def release(self, rid: str, reason: str = "completed") -> list[Command]:
         """Give a reservation back (the action completed or failed)."""
-        reservation = self.held.pop(rid, None)
+        reservation = self._drop(rid)
         if reservation is None:
             return []
         self.stats.released += 1
@@ -172,7 +191,7 @@ class ReservationPool:
                   if r.started_ms is None and r.expires_ms <= now_ms]
         commands = []
         for reservation in lapsed:
-            del self.held[reservation.reservation_id]
+            self._drop(reservation.reservation_id)
             self.stats.expired += 1
             commands.append(self._command(RELEASE, reservation, "expired unused"))
         return commands
