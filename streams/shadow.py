@@ -19,7 +19,7 @@ they really used, and what comes next. Pure: callers pass the time and publish t
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -213,6 +213,9 @@ class ShadowWorkflows:
         # held here, within a bound, until the action is known.
         self.early_usage: dict[tuple[str, str, str], Usage] = {}
         self.max_early_usage = 100_000
+        # Completed actions awaiting feedback, in the order their completion was seen: the timer
+        # looks at the front only instead of scanning every action of every run.
+        self._awaiting_feedback: deque[tuple[int, tuple[str, str], str]] = deque()
         # One "manual sizing needed" alert per workflow and action type, not one per action.
         self._sizing_alerted: set[tuple[str, str]] = set()
 
@@ -254,6 +257,7 @@ class ShadowWorkflows:
             if action is not None and action.completed_ms is None:
                 action.completed_ms = event.timestamp_ms
                 action.completion_seen_ms = now_ms
+                self._awaiting_feedback.append((now_ms, key, action.action_id))
                 if action.prediction and action.prediction.reservation_id:
                     effects.commands += self.pool.release(action.prediction.reservation_id)
                 if kind is EventKind.ACTION_COMPLETED:
@@ -288,12 +292,19 @@ class ShadowWorkflows:
     def due_feedback(self, now_ms: int, grace_ms: int) -> Effects:
         """Feedback for completed actions whose telemetry had ``grace_ms`` to arrive."""
         effects = Effects()
-        for run in self.runs.values():
-            for action in run.actions.values():
-                if (not action.feedback_done and action.completion_seen_ms is not None
-                        and action.usage.samples
-                        and now_ms - action.completion_seen_ms >= grace_ms):
-                    effects.extend(self.feedback(run, action, action.usage.actual()))
+        queue = self._awaiting_feedback
+        no_telemetry_yet = []
+        while queue and now_ms - queue[0][0] >= grace_ms:
+            entry = queue.popleft()
+            run = self.runs.get(entry[1])
+            action = run.actions.get(entry[2]) if run else None
+            if action is None or action.feedback_done:
+                continue
+            if action.usage.samples:
+                effects.extend(self.feedback(run, action, action.usage.actual()))
+            else:  # its telemetry may still come: look again next time
+                no_telemetry_yet.append(entry)
+        queue.extendleft(reversed(no_telemetry_yet))
         return effects
 
     def feedback(self, run: RunShadow, action: ActionShadow,
