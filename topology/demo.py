@@ -14,7 +14,9 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from clickhouse_driver import Client
 
@@ -35,6 +37,7 @@ from topology.worker import prepare
 from topology.worker_process import WorkerProcess
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_MIX = (
     "wfinstances/makeflow/blast/blast-chameleon-small-001.json",
@@ -119,14 +122,11 @@ def _feed_and_report(settings: Settings, traces: list[Trace],
           f"{len(traces)} workflows in {publisher.sent} messages, with {len(faults)} injected "
           "faults and 2 malformed messages")
 
-    stored, rows = _wait_for_events(client, prefix, expected)
+    stored = _poll(lambda: client.execute(
+        "SELECT count() FROM workflow_events FINAL WHERE startsWith(workflow_id, %(p)s)",
+        {"p": prefix})[0][0], lambda n: n >= expected, timeout=120)
     elapsed = time.monotonic() - started
-    print(f"\n{'workflow type':<28} {'runs':>5} {'actions':>8} {'events stored':>14}")
-    for workflow_type, runs, actions, count in rows:
-        print(f"{workflow_type:<28} {runs:>5} {actions:>8} {count:>14}")
     print(f"stored {stored} of {expected} events in {elapsed:.1f}s")
-
-    _report_forecasts(client, prefix)
 
     anomalies = _wait_for_detection(client, prefix, faults)
     print(f"\nmirror: {len(faults)} faults injected, {len(anomalies)} anomalies detected")
@@ -155,63 +155,20 @@ def _feed_and_report(settings: Settings, traces: list[Trace],
     return 0 if ok else 1
 
 
-def _wait_for_feedback(client: Client, workflow_id: str, actions: int,
-                       timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while (client.execute("SELECT count() FROM feedback FINAL WHERE workflow_id = %(w)s",
-                          {"w": workflow_id})[0][0] < actions
-           and time.monotonic() < deadline):
-        time.sleep(0.3)
-
-
-def _report_forecasts(client: Client, prefix: str) -> None:
-    """What was forecast, how it compared with the actual usage, and what was reserved."""
-    where = "WHERE startsWith(workflow_id, %(p)s)"
-    sources = client.execute(f"SELECT source, count() FROM predictions FINAL {where} "
-                             "AND predicted_next = 0 GROUP BY source ORDER BY source",
-                             {"p": prefix})
-    print("\nforecasts: " + ", ".join(f"{n} {s.lower()}" for s, n in sources)
-          + " (manual: nothing known yet; historical: the action type elsewhere or a low "
-          "confidence; model: learned for this workflow type)")
-    rows = client.execute(
-        f"SELECT action_type, count(), avg(predicted_memory_bytes), avg(actual_memory_bytes), "
-        f"sum(underprovisioned), countIf(source = 'MODEL') FROM feedback FINAL {where} "
-        "GROUP BY action_type ORDER BY count() DESC LIMIT 8", {"p": prefix})
-    print(f"  {'action type':<30} {'actions':>7} {'forecast MB':>12} {'actual MB':>10} "
-          f"{'under':>6} {'model':>6}")
-    for action_type, count, predicted, actual, under, model in rows:
-        print(f"  {action_type[-30:]:<30} {count:>7} {predicted / 2**20:>12.1f} "
-              f"{actual / 2**20:>10.1f} {under:>6} {model:>6}")
-    feedback = client.execute(
-        f"SELECT count(), sum(underprovisioned), sum(predicted_memory_bytes * runtime_s), "
-        f"sum(actual_memory_bytes * runtime_s) FROM feedback FINAL {where} "
-        "AND source != 'MANUAL'", {"p": prefix})[0]
-    if feedback[0]:
-        print(f"  learned forecasts: {feedback[1]} of {feedback[0]} under-provisioned, memory "
-              f"allocation quality {feedback[3] / max(feedback[2], 1):.2f} (usage / allocation)")
-    lead = client.execute(f"SELECT count(), quantile(0.5)(lead_time_ms), max(lead_time_ms) "
-                          f"FROM feedback FINAL {where} AND lead_time_ms >= 0", {"p": prefix})[0]
-    if lead[0]:
-        print(f"  lead time from reservation to start (workflow time): median {lead[1]:.0f} ms, "
-              f"longest {lead[2]} ms over {lead[0]} actions")
-    ops = client.execute(f"SELECT op, reason, count() FROM reservations FINAL {where} "
-                         "GROUP BY op, reason ORDER BY op, reason", {"p": prefix})
-    print("reservations: " + ", ".join(f"{n} {op.lower()}" + (f" ({reason})" if reason else "")
-                                       for op, reason, n in ops))
-
-
-def _wait_for_events(client: Client, prefix: str, expected: int,
-                     timeout: float = 120) -> tuple[int, list[tuple]]:
-    query = ("SELECT workflow_type, uniqExact(workflow_id), countIf(kind = 'ACTION_COMPLETED'), "
-             "count() FROM workflow_events FINAL WHERE startsWith(workflow_id, %(p)s) "
-             "GROUP BY workflow_type ORDER BY workflow_type")
+def _poll(read: Callable[[], T], done: Callable[[T], bool], timeout: float,
+          interval: float = 0.3) -> T:
+    """``read()`` until ``done`` says so or ``timeout`` passes; the last value read."""
     deadline = time.monotonic() + timeout
     while True:
-        rows = client.execute(query, {"p": prefix})
-        stored = sum(r[3] for r in rows)
-        if stored >= expected or time.monotonic() > deadline:
-            return stored, rows
-        time.sleep(0.3)
+        value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def _wait_for_feedback(client: Client, workflow_id: str, actions: int) -> None:
+    _poll(lambda: client.execute("SELECT count() FROM feedback FINAL WHERE workflow_id = %(w)s",
+                                 {"w": workflow_id})[0][0], lambda n: n >= actions, timeout=60)
 
 
 def _wait_for_detection(client: Client, prefix: str, faults: list[Fault],
@@ -221,11 +178,9 @@ def _wait_for_detection(client: Client, prefix: str, faults: list[Fault],
     query = ("SELECT workflow_id, kind, sequence, severity, variables.name FROM anomalies FINAL "
              "WHERE startsWith(workflow_id, %(p)s) "
              "AND kind IN ('STATE_DEVIATION', 'MISSING_EVENTS') ORDER BY workflow_id, sequence")
-    deadline = time.monotonic() + timeout
-    while True:
-        anomalies = client.execute(query, {"p": prefix})
-        found = score_detection(faults, [(a[0], a[2]) for a in anomalies], SNAPSHOT_EVERY)
-        if found.recall == 1.0 or time.monotonic() > deadline:
-            time.sleep(2)
-            return client.execute(query, {"p": prefix})
-        time.sleep(0.5)
+    _poll(lambda: client.execute(query, {"p": prefix}),
+          lambda found: score_detection(faults, [(a[0], a[2]) for a in found],
+                                        SNAPSHOT_EVERY).recall == 1.0,
+          timeout, interval=0.5)
+    time.sleep(2)
+    return client.execute(query, {"p": prefix})
