@@ -266,10 +266,14 @@ class ShadowWorkflows:
                                                         event.timestamp_ms))
         elif kind in (EventKind.WORKFLOW_COMPLETED, EventKind.WORKFLOW_FAILED):
             run.finished_ms = now_ms
-            for placeholder in run.likely.values():
-                if placeholder.reservation_id:
-                    effects.commands += self.pool.release(placeholder.reservation_id,
-                                                          "workflow finished")
+            # Whatever the run still holds goes back: unclaimed placeholders, and actions whose
+            # completion never arrived (a lost event must not hold capacity for ever).
+            held = [p.reservation_id for p in run.likely.values()] + [
+                a.prediction.reservation_id for a in run.actions.values()
+                if a.prediction is not None and a.completed_ms is None]
+            for rid in held:
+                if rid:
+                    effects.commands += self.pool.release(rid, "workflow finished")
             run.likely.clear()
         return effects
 

@@ -119,3 +119,14 @@ def test_telemetry_that_overtakes_its_action_is_held_until_the_action_is_known()
     usage = shadows.runs[("wf-r", "r")].actions["A1"].usage
     assert (usage.peak_memory_bytes, usage.network_bytes) == (7.0, 3)
     assert shadows.early_usage == {}
+
+
+def test_a_finished_run_releases_reservations_of_actions_whose_completion_was_lost() -> None:
+    shadows = _shadows()
+    shadows.on_event(_event("r", 1, EventKind.WORKFLOW_STARTED), 0)
+    shadows.on_event(_event("r", 2, EventKind.ACTION_SCHEDULED, "A1", "A"), 0)
+    shadows.on_event(_event("r", 3, EventKind.ACTION_STARTED, "A1", "A"), 0)
+    # ACTION_COMPLETED of A1 never arrives; the run ends anyway.
+    effects = shadows.on_event(_event("r", 5, EventKind.WORKFLOW_COMPLETED), 0)
+    assert [(c.op, c.reservation.action_id) for c in effects.commands] == [("RELEASE", "A1")]
+    assert shadows.pool.held == {}
