@@ -5,8 +5,10 @@ A primary snapshot at sequence ``n`` is compared with the mirror's state at exac
 mirror is behind, the snapshot waits (up to ``compare_wait_ms``) until it catches up; if it is
 ahead, its undo log gives the state at ``n``. A run whose deviation stays the same from one
 snapshot to the next (a lost event keeps the two sides apart by the same amount) is reported once:
-a comparison is reported only when it holds a variable deviation (name, kind, amount) not already
-reported for the run since it last compared clean.
+a comparison is reported only when it holds a variable deviation not already reported for the run
+since it last compared clean. A numeric deviation is "the same" when its amount is (a counter one
+behind stays one behind as both sides grow); any other is the same only with the same two values,
+so a new wrong value of an already deviating variable is reported.
 """
 
 from __future__ import annotations
@@ -53,6 +55,14 @@ class Finding:
                            "mirror": v.mirror, "weight": v.weight,
                            "contribution": v.contribution} for v in self.variables],
         }
+
+
+def _signature(v: VariableDeviation) -> tuple[Any, ...]:
+    numeric = all(isinstance(x, int | float) and not isinstance(x, bool)
+                  for x in (v.primary, v.mirror))
+    if numeric:
+        return (v.name, v.status, v.contribution)
+    return (v.name, v.status, v.contribution, repr(v.primary), repr(v.mirror))
 
 
 @dataclass
@@ -153,14 +163,14 @@ class Mirrors:
                 self._reported.pop(key, None)
                 continue
             reported = self._reported.setdefault(key, set())
-            signature = {(v.name, v.status, v.contribution) for v in deviation.variables}
+            signature = {_signature(v) for v in deviation.variables}
             new = signature - reported
             if not new:
                 self.stats.repeated += 1
                 continue
             reported |= new
             self.stats.anomalous += 1
-            names = ", ".join(sorted(name for name, _, _ in new)[:5])
+            names = ", ".join(sorted({item[0] for item in new})[:5])
             findings.append(Finding(
                 "STATE_DEVIATION", key[0], key[1], item.snapshot.sequence, deviation.score,
                 deviation.severity, f"primary and mirror differ at sequence "

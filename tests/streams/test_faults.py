@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.records import HistoryEvent
+from schemas.records import HistoryEvent, StateSnapshot
 from streams.definitions import DefinitionRegistry
 from streams.mirror import MirrorLimits
 from streams.mirrors import Finding, Mirrors
@@ -78,3 +78,21 @@ def test_a_clean_stream_of_every_shared_trace_raises_no_anomaly(path) -> None:
     mirrors, findings = _feed(run)
     assert findings == []
     assert mirrors.stats.compared == len(run.snapshots)
+
+
+@needs_traces
+def test_a_corruption_of_a_variable_that_already_deviates_is_still_reported() -> None:
+    events = _history(SMALL)
+    clean = simulate(events, DefinitionRegistry().get("blast"), FaultPlan(), snapshot_every=5)
+    # The completion of one action is lost: action.<id> deviates from then on (persistently).
+    lost = next(e for e in events if e.kind.name == "ACTION_COMPLETED" and e.sequence > 20)
+    history = [e for e in clean.history if e.sequence != lost.sequence]
+    # Later, the primary reports a corrupted value for that very variable.
+    later = next(s for s in clean.snapshots if s.sequence > lost.sequence + 10)
+    name = f"action.{lost.action_id}"
+    snapshots = [s if s is not later else StateSnapshot(
+        s.workflow_id, s.run_id, s.sequence, s.timestamp_ms,
+        {**s.variables, name: "COMPLETED~corrupted"}) for s in clean.snapshots]
+    _, findings = _feed(PrimaryRun(history, snapshots, []))
+    assert any(f.kind == "STATE_DEVIATION" and f.sequence == later.sequence for f in findings), [
+        (f.kind, f.sequence) for f in findings]
