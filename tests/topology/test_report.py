@@ -36,8 +36,8 @@ def test_report_numbers_equal_direct_sql(settings: Settings, tmp_path: Path,
                             mirror_compare_wait_seconds=3.0).start()
     seed = random.randrange(10**6)
     faults_file = tmp_path / "faults.jsonl"
-    # One fault per workflow: two random faults in one run can cancel out in the data (a
-    # counter one behind, then corrupted one up), which no detector could see.
+    # One fault per workflow, so each fault is visible on its own and the wait for recall 1.0
+    # depends on no combination of faults.
     replayed = _cli(settings, "replay", str(SMALL), "--workflows", "3", "--seed", str(seed),
                     "--faults-per-workflow", "1", "--faults-out", str(faults_file))
     assert replayed.returncode == 0, replayed.stderr
