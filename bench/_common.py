@@ -14,7 +14,8 @@ from topology.settings import Settings
 @contextlib.contextmanager
 def bench_stack(**overrides: object) -> Iterator[Settings]:
     """A broker and ClickHouse on the benchmarks' own ports, stopped and deleted afterwards."""
-    with temporary_stack("bench", broker_port=39092, clickhouse_port=39000, http_port=38123,
+    with temporary_stack(Settings(), "bench", broker_port=39092, clickhouse_port=39000,
+                         http_port=38123,
                          clickhouse_database="shadowflow_bench", log_level="warning",
                          **overrides) as stack:
         yield stack.settings

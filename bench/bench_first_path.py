@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import bench_stack, sample_events
 from sinks.clickhouse import connect
-from topology.publish import Publisher
+from streams.runtime.kafka import Publisher
 from topology.settings import Settings
 from topology.worker import prepare
 from topology.worker_process import WorkerProcess

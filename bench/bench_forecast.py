@@ -13,11 +13,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streams.evaluation import evaluate
-from streams.forecast import Forecaster
-from streams.schedule import schedule
-from streams.sizing import MaxSeen, TaskContext, baselines
-from streams.traces import load_trace
+from streams.forecasting.evaluation import evaluate
+from streams.forecasting.forecaster import Forecaster
+from streams.forecasting.sizing import MaxSeen, TaskContext, baselines
+from streams.traces.formats import load_trace
+from streams.traces.schedule import schedule
 from topology.evaluate import table, trace_files
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"

@@ -20,15 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import best_time
 from schemas.codec import default_codec
 from schemas.records import EventKind, HistoryEvent, history_events
-from streams.definitions import DEFAULT, DefinitionRegistry
-from streams.detection import score_detection
-from streams.deviation import Comparison, score_many
-from streams.mirror import RunMirror, replay
-from streams.mirror_log import next_record
-from streams.mirrors import Mirrors
-from streams.primary import FAULT_KINDS, FaultPlan, simulate
-from streams.replay import history_from_trace
-from streams.traces import load_wfformat
+from streams.mirror.changelog import next_record
+from streams.mirror.definitions import DEFAULT, DefinitionRegistry
+from streams.mirror.deviation import Comparison, score_many
+from streams.mirror.registry import Mirrors
+from streams.mirror.run import RunMirror, rebuild
+from streams.traces.detection import score_detection
+from streams.traces.faulty_primary import FAULT_KINDS, FaultPlan, simulate
+from streams.traces.formats import load_wfformat
+from streams.traces.playback import history_from_trace
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces" / "wfinstances"
 FILES = sorted(TRACES.glob("*/*/*.json")) + sorted(TRACES.glob("nextflow/*.json"))
@@ -42,7 +42,7 @@ def engine() -> None:
     messages = [codec.encode("HistoryEnvelope", {"workflow_id": h[0].workflow_id,
                                                  "events": [e.to_avro() for e in h]})
                 for h in histories]
-    mirror_s = best_time(lambda: [replay(h, DEFAULT) for h in histories])
+    mirror_s = best_time(lambda: [rebuild(h, DEFAULT) for h in histories])
     decode_s = best_time(lambda: [history_events(codec.decode(m)) for m in messages])
     print(f"mirror engine: {events} events of {len(histories)} shared-trace runs, one core")
     print(f"  {'mirror apply (dedupe, order, state)':<38} {events / mirror_s:>12,.0f} events/s")
@@ -105,7 +105,7 @@ def promotion() -> None:
                                "events": [e.to_avro() for e in m.since_snapshot]})
 
         promote_s = best_time(promote, 5)
-        replay_s = best_time(lambda ev=events: replay(ev, DEFAULT), 3)
+        replay_s = best_time(lambda ev=events: rebuild(ev, DEFAULT), 3)
         print(f"  {length:>8} {len(mirror.since_snapshot):>5} {promote_s * 1000:>11.3f} "
               f"{replay_s * 1000:>15.1f} "
               f"{replay_s / promote_s:>15.0f}x")

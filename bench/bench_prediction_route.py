@@ -18,9 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import bench_stack
-from streams.replay import history_from_trace, telemetry_from_trace
-from streams.traces import load_wfformat
-from topology.publish import Publisher
+from streams.runtime.kafka import Publisher
+from streams.traces.formats import load_wfformat
+from streams.traces.playback import history_from_trace, telemetry_from_trace
 from topology.worker import prepare
 from topology.worker_process import WorkerProcess
 

@@ -18,7 +18,8 @@ from bench._common import bench_stack, best_time, sample_events
 from sinks.batcher import BatchingSink
 from sinks.clickhouse import ColumnarWriter, connect, wait_until_ready
 from sinks.migrations import migrate
-from sinks.tables import WORKFLOW_EVENTS, Located, workflow_event_columns
+from sinks.tables import WORKFLOW_EVENTS, workflow_event_columns
+from streams.runtime.messages import Located
 
 ROWS = 200_000
 PER_WRITE = 2_000

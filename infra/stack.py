@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from topology.settings import Settings, env_name
+S = TypeVar("S", bound="StackSettings")
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +71,33 @@ class _Service:
     prepare: Callable[[], None] = lambda: None
 
 
+class StackSettings(Protocol):
+    """What the local stack needs of the settings: where its files go and its addresses."""
+
+    stack_dir: Path
+    broker: str
+    clickhouse_host: str
+    clickhouse_port: int
+    clickhouse_user: str
+    clickhouse_password: str
+    stack_clickhouse_http_port: int
+
+    @property
+    def broker_hosts(self) -> list[str]: ...
+
+    def with_overrides(self: S, **changes: Any) -> S: ...
+
+
 class LocalStack:
     """The local broker and ClickHouse, configured from ``settings``."""
 
-    def __init__(self, settings: Settings, search_path: str | None = None) -> None:
+    def __init__(self, settings: StackSettings, search_path: str | None = None) -> None:
         self.settings = settings
         self.search_path = search_path
         self.dir = settings.stack_dir
         hosts = settings.broker_hosts
         if len(hosts) != 1:
-            raise StackError(f"the local stack runs one broker; {env_name('broker')} names "
+            raise StackError(f"the local stack runs one broker; the broker setting names "
                              f"{len(hosts)}: {settings.broker}")
         self.broker_host, _, port = hosts[0].rpartition(":")
         self.broker_port = int(port)
@@ -202,11 +219,12 @@ class LocalStack:
 
 
 @contextlib.contextmanager
-def temporary_stack(name: str, broker_port: int, clickhouse_port: int, http_port: int,
-                    **overrides: Any) -> Iterator[LocalStack]:
+def temporary_stack(base: StackSettings, name: str, broker_port: int, clickhouse_port: int,
+                    http_port: int, **overrides: Any) -> Iterator[LocalStack]:
     """A running stack of its own on the given ports, in a new temporary folder
-    (``shadowflow-NAME-stack-*``); stopped and deleted on exit, also when start-up fails."""
-    settings = Settings().with_overrides(
+    (``shadowflow-NAME-stack-*``), with ``base`` settings pointed at it (``stack.settings``);
+    stopped and deleted on exit, also when start-up fails."""
+    settings = base.with_overrides(
         broker=f"127.0.0.1:{broker_port}", clickhouse_port=clickhouse_port,
         stack_clickhouse_http_port=http_port,
         stack_dir=Path(tempfile.mkdtemp(prefix=f"shadowflow-{name}-stack-")), **overrides)

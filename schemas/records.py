@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from schemas.codec import CodecError, Decoded
+from schemas.ids import stable_int
 
 T = TypeVar("T")
 
@@ -30,6 +31,23 @@ class EventKind(StrEnum):
     ACTION_COMPLETED = "ACTION_COMPLETED"
     ACTION_FAILED = "ACTION_FAILED"
     STATE_UPDATED = "STATE_UPDATED"
+
+
+RESOURCE_CLASSES = ("cpu_cores", "memory_bytes", "network_bytes", "cost")
+"""The resource classes shadowflow forecasts and reserves: the fields of ``Resources``."""
+
+SEVERITIES = ("INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL")
+"""The ``Severity`` symbols of ``Anomaly.avsc``, least severe first."""
+
+
+def most_severe(*severities: str) -> str:
+    """The most severe of ``severities``."""
+    return max(severities, key=SEVERITIES.index)
+
+
+def is_number(value: object) -> bool:
+    """Whether ``value`` is an int or a float (booleans are not numbers here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,3 +231,22 @@ def telemetry_batches(decoded: Decoded) -> list[TelemetryBatch]:
     """The batches a ``wf.telemetry`` message carries: one, or an envelope of many."""
     return _unpack(decoded, "TelemetryBatch", "TelemetryEnvelope", "batches",
                    TelemetryBatch.from_avro)
+
+
+def anomaly_id(kind: str, workflow_id: str, run_id: str, sequence: int,
+               action_id: str | None = None) -> str:
+    """Deterministic: the same anomaly found again after a replay has the same id."""
+    identity: tuple[object, ...] = (kind, workflow_id, run_id, sequence)
+    if action_id is not None:
+        identity += (action_id,)
+    return f"{stable_int(*identity):016x}"
+
+
+def anomaly_record(*, kind: str, severity: str, workflow_id: str, run_id: str, sequence: int,
+                   score: float, message: str, detected_ms: int, action_id: str | None = None,
+                   variables: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The ``Anomaly`` record (``Anomaly.avsc``)."""
+    return {"anomaly_id": anomaly_id(kind, workflow_id, run_id, sequence, action_id),
+            "workflow_id": workflow_id, "run_id": run_id, "sequence": sequence, "kind": kind,
+            "severity": severity, "score": score, "detected_ms": detected_ms,
+            "message": message, "action_id": action_id, "variables": list(variables)}

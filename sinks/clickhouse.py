@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from clickhouse_driver import Client
 from clickhouse_driver.errors import Error as ClickHouseError
 
-from topology.settings import Settings
+
+class ClickHouseAddress(Protocol):
+    """Where ClickHouse is and who to be there: what the sinks need of the settings."""
+
+    clickhouse_host: str
+    clickhouse_port: int
+    clickhouse_user: str
+    clickhouse_password: str
+    clickhouse_database: str
 
 
-def connect(settings: Settings, database: str | None = None) -> Client:
+def connect(settings: ClickHouseAddress, database: str | None = None) -> Client:
     """A client for the configured server; ``database`` defaults to the configured one.
 
     The client connects lazily, on its first query, and reconnects after a network error.
@@ -26,7 +34,7 @@ def connect(settings: Settings, database: str | None = None) -> Client:
     )
 
 
-def wait_until_ready(settings: Settings, timeout: float = 30.0) -> str:
+def wait_until_ready(settings: ClickHouseAddress, timeout: float = 30.0) -> str:
     """Wait until ClickHouse answers a query; return its version. ``TimeoutError`` if it never
     does, naming the address and the last error."""
     client = connect(settings, database="default")
@@ -48,7 +56,7 @@ class ColumnarWriter:
     """Inserts column batches with one client. Not thread-safe: the sink calls it from one
     dedicated thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ClickHouseAddress) -> None:
         self._client = connect(settings)
 
     def insert(self, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> None:
@@ -61,7 +69,7 @@ class ColumnarWriter:
         self._client.disconnect()
 
 
-def stored_feedback(settings: Settings, limit: int = 200_000) -> list[tuple[Any, ...]]:
+def stored_feedback(settings: ClickHouseAddress, limit: int = 200_000) -> list[tuple[Any, ...]]:
     """The most recent ``limit`` feedback rows, oldest first, for the forecaster to relearn
     from at start: (workflow_type, run_id, action_type, actual memory, CPU, network, cost,
     runtime)."""

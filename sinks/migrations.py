@@ -13,9 +13,8 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sinks.clickhouse import connect
+from sinks.clickhouse import ClickHouseAddress, connect
 from sinks.tables import TableSpec
-from topology.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +181,8 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
-def migrate(settings: Settings, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+def migrate(settings: ClickHouseAddress,
+            migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
     """Create the configured database if needed and apply the migrations it lacks; return the
     versions applied."""
     database = settings.clickhouse_database
@@ -217,7 +217,7 @@ class SchemaMismatch(RuntimeError):
     """A table lacks columns this version of shadowflow writes."""
 
 
-def verify_tables(settings: Settings, specs: Iterable[TableSpec]) -> None:
+def verify_tables(settings: ClickHouseAddress, specs: Iterable[TableSpec]) -> None:
     """Fail fast, naming table and columns, when the database's tables lack what the sink
     inserts (a database made by another version): a stalled sink retrying a doomed insert is
     harder to read at 3 a.m. than a refusal to start."""

@@ -8,12 +8,12 @@ Kafka offsets were committed) collapses into one row: queries with ``FINAL`` sta
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from schemas.ids import stable_int
 from schemas.records import HistoryEvent
 
 
@@ -42,22 +42,18 @@ ANOMALIES = TableSpec("anomalies", (
 ))
 
 
-def row_id(*identity: object) -> int:
-    """A stable 64-bit id of a record's identity (the same in every process and run)."""
-    text = "\x1f".join(map(str, identity))
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-
-
-@dataclass(frozen=True, slots=True)
-class Located:
+class LocatedEvent(Protocol):
     """A history event with the partition and offset of the message that carried it."""
 
-    event: HistoryEvent
-    partition: int
-    offset: int
+    @property
+    def event(self) -> HistoryEvent: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
 
 
-def workflow_event_columns(located: Sequence[Located]) -> list[list[Any]]:
+def workflow_event_columns(located: Sequence[LocatedEvent]) -> list[list[Any]]:
     """``workflow_events`` columns (in ``WORKFLOW_EVENTS.columns`` order) for the events."""
     # Column by column: one comprehension each is several times faster than scattering rows.
     events = [item.event for item in located]
@@ -87,7 +83,7 @@ def anomaly_columns(anomalies: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     for a in anomalies:
         variables = a["variables"]
         row = (
-            row_id(a["kind"], a["workflow_id"], a["run_id"], a["sequence"],
+            stable_int(a["kind"], a["workflow_id"], a["run_id"], a["sequence"],
                    a.get("action_id") or ""), a["anomaly_id"],
             a["workflow_id"], a["run_id"], a["sequence"], a["kind"], a["severity"], a["score"],
             a["detected_ms"], a["message"], a.get("action_id") or "",
@@ -123,13 +119,16 @@ RESERVATIONS = TableSpec("reservations", (
     "expires_ms", "reason"))
 
 
-def columns_of(spec: TableSpec, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
-    """Rows (tuples in ``spec.columns`` order) turned into columns."""
-    if rows and len(rows[0]) != len(spec.columns):
-        raise ValueError(f"{spec.name}: rows of {len(rows[0])} values, "
-                         f"{len(spec.columns)} columns")
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [
-        [] for _ in spec.columns]
+def columns_of(spec: TableSpec, rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    """Rows (mappings from column name to value) turned into columns in ``spec.columns``
+    order; a row that lacks a column or has one the table does not raises ``ValueError``."""
+    expected = set(spec.columns)
+    for row in rows:
+        if row.keys() != expected:
+            raise ValueError(f"{spec.name}: row columns differ from the table's: missing "
+                             f"{sorted(expected - row.keys())}, unknown "
+                             f"{sorted(row.keys() - expected)}")
+    return [[row[name] for row in rows] for name in spec.columns]
 
 
 ALL_TABLES = (WORKFLOW_EVENTS, ANOMALIES, PREDICTIONS, FEEDBACK, ACTION_USAGE, RESERVATIONS)

@@ -18,11 +18,20 @@ from tests.support import WorkerProcess, free_port
 from topology.settings import Settings
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the services (it uses the ``stack`` fixture, directly or
+    through another fixture) as ``integration``: ``pytest -m "not integration"`` runs the rest
+    in seconds, with no broker or ClickHouse."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[LocalStack]:
     """The running test stack: a Tansu broker and a ClickHouse server of the tests' own."""
     with temporary_stack(
-            "test", broker_port=29092, clickhouse_port=29000, http_port=28123,
+            Settings(), "test", broker_port=29092, clickhouse_port=29000, http_port=28123,
             clickhouse_database="shadowflow_test", session_timeout_seconds=6.0,
             consumer_batch_seconds=0.2, sink_flush_seconds=0.3, sink_retry_max_seconds=1.0,
             log_level="info") as local:

@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import faust
 
 from schemas.codec import default_codec
 from sinks.batcher import BatchingSink
-from sinks.clickhouse import ColumnarWriter, stored_feedback
-from streams.agents import register_history_agent
-from streams.forecast import Forecaster
-from streams.mirror import MirrorLimits
-from streams.mirror_agents import MirrorService, register_mirror_agents
-from streams.mirrors import Mirrors
-from streams.reservations import ReservationPool
-from streams.shadow import ShadowConfig, ShadowWorkflows
-from streams.shadow_agents import ShadowService, register_shadow_agents
+from sinks.clickhouse import ColumnarWriter
+from streams.forecasting.forecaster import Forecaster
+from streams.mirror.agents import MirrorService, register_mirror_agents
+from streams.mirror.definition_feed import DefinitionFeed, initial_registry
+from streams.mirror.registry import Mirrors
+from streams.mirror.routes import register_routes
+from streams.mirror.run import MirrorLimits
+from streams.runtime.anomalies import AnomalyOutlet
+from streams.runtime.history import register_history_agent
+from streams.shadow.agents import ShadowService, register_shadow_agents
+from streams.shadow.pool import ReservationPool
+from streams.shadow.routes import register_shadow_routes
+from streams.shadow.workflows import ShadowConfig, ShadowWorkflows
 from topology import topics
-from topology.api import register_routes, register_shadow_routes
-from topology.definition_feed import DefinitionFeed, initial_registry
 from topology.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,8 +57,9 @@ def faust_app(settings: Settings) -> faust.App:
     )
 
 
-def create_app(settings: Settings) -> faust.App:
-    """The worker's Faust app with every agent, timer and route registered."""
+def create_app(settings: Settings, feedback_rows: Sequence[tuple[Any, ...]] = ()) -> faust.App:
+    """The worker's Faust app with every agent, timer and route registered; the forecaster
+    first learns from ``feedback_rows`` (the stored feedback, ``stored_feedback``)."""
     app = faust_app(settings)
     codec = default_codec()
     sink = BatchingSink(ColumnarWriter(settings).insert, max_rows=settings.sink_batch_rows,
@@ -65,15 +70,16 @@ def create_app(settings: Settings) -> faust.App:
     deadletters = raw_topic(app, topics.DEADLETTER, settings)
     definitions_topic = app.topic(topics.DEFINITIONS, key_serializer="raw",
                                   value_serializer="raw", partitions=1)
-    definitions = initial_registry(settings)
-    feed = DefinitionFeed(settings, definitions)
+    definitions = initial_registry(settings.definitions_path)
+    feed = DefinitionFeed(settings.broker, topics.DEFINITIONS, definitions)
+    anomalies = AnomalyOutlet(raw_topic(app, topics.ANOMALIES, settings), sink, codec)
     mirrors = Mirrors(definitions, MirrorLimits(
         reorder_window=settings.mirror_reorder_window,
         gap_timeout_ms=int(settings.mirror_gap_seconds * 1000)),
         compare_wait_ms=int(settings.mirror_compare_wait_seconds * 1000))
-    service = MirrorService(app, mirrors, codec=codec, sink=sink, settings=settings,
+    service = MirrorService(mirrors, codec=codec, kafka=settings,
                             mirror_topic=raw_topic(app, topics.MIRROR, settings),
-                            anomaly_topic=raw_topic(app, topics.ANOMALIES, settings))
+                            anomalies=anomalies, retention_ms=settings.mirror_retention_ms)
     shadow_service = ShadowService(
         ShadowWorkflows(Forecaster(), ReservationPool(
             {"memory_bytes": settings.pool_memory_gib * 2**30,
@@ -81,10 +87,12 @@ def create_app(settings: Settings) -> faust.App:
             ttl_ms=int(settings.reservation_ttl_seconds * 1000)),
             ShadowConfig(settings.confidence_threshold, settings.likely_next_probability,
                          settings.miss_alert_ratio)),
-        codec=codec, sink=sink, settings=settings,
-        reservation_topic=raw_topic(app, topics.RESERVATIONS, settings),
-        anomaly_topic=raw_topic(app, topics.ANOMALIES, settings))
-    learned = shadow_service.warm_up(stored_feedback(settings))
+        codec=codec, sink=sink,
+        reservation_topic=raw_topic(app, topics.RESERVATIONS, settings), anomalies=anomalies,
+        telemetry_window_ms=int(settings.telemetry_window_seconds * 1000),
+        feedback_grace_ms=int(settings.feedback_grace_seconds * 1000),
+        retention_ms=settings.mirror_retention_ms)
+    learned = shadow_service.warm_up(feedback_rows)
     if learned:
         log.info("forecaster learned from %d stored feedback rows", learned)
     register_history_agent(app, source=history, deadletters=deadletters, sink=sink,

@@ -23,14 +23,14 @@ from clickhouse_driver import Client
 from infra.stack import LocalStack
 from schemas.records import DeadLetter
 from sinks.clickhouse import connect
-from streams.definitions import DEFAULT
-from streams.detection import score_detection
-from streams.primary import Fault, FaultPlan, simulate
-from streams.replay import history_from_trace, telemetry_from_trace
-from streams.traces import Trace, load_wfformat
+from streams.mirror.definitions import DEFAULT
+from streams.runtime.clock import now_ms
+from streams.runtime.kafka import Publisher, read_topic
+from streams.traces.detection import score_detection
+from streams.traces.faulty_primary import Fault, FaultPlan, simulate
+from streams.traces.formats import Trace, load_wfformat
+from streams.traces.playback import history_from_trace, telemetry_from_trace
 from topology import topics
-from topology.consume import read_topic
-from topology.publish import Publisher
 from topology.report import build_report, render
 from topology.settings import Settings
 from topology.worker import prepare
@@ -94,7 +94,7 @@ def run_demo(settings: Settings, paths: list[str], keep: bool = False,
 def _feed_and_report(settings: Settings, traces: list[Trace],
                      json_path: str | None = None) -> int:
     token = uuid.uuid4().hex[:8]
-    since_ms = time.time_ns() // 1_000_000
+    since_ms = now_ms()
     prefix = f"demo-{token}-"
     publisher = Publisher(settings)
     started = time.monotonic()
@@ -104,7 +104,7 @@ def _feed_and_report(settings: Settings, traces: list[Trace],
     print(f"replaying {len(traces)} runs one after another (each run's usage is learned before "
           "the next starts)")
     for i, trace in enumerate(traces):
-        events = history_from_trace(trace, prefix + trace.name, "run-1", int(time.time() * 1000))
+        events = history_from_trace(trace, prefix + trace.name, "run-1", now_ms())
         run = simulate(events, DEFAULT, FaultPlan(FAULTS[i % len(FAULTS)]),
                        snapshot_every=SNAPSHOT_EVERY, seed=i)
         publisher.send_history(run.history)

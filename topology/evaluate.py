@@ -6,10 +6,10 @@ import json
 import sys
 from pathlib import Path
 
-from streams.evaluation import Evaluation, evaluate
-from streams.forecast import Forecaster
-from streams.sizing import baselines
-from streams.traces import TraceError, load_trace
+from streams.forecasting.evaluation import Evaluation, evaluate
+from streams.forecasting.forecaster import Forecaster
+from streams.forecasting.sizing import baselines
+from streams.traces.formats import TraceError, load_trace
 
 
 def trace_files(paths: list[str]) -> list[Path]:

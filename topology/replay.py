@@ -17,10 +17,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from schemas.records import HistoryEvent, StateSnapshot, TelemetryBatch
-from streams.replay import Item, ReplayPlan, plan_replay
-from streams.traces import load_trace
+from streams.runtime.clock import now_ms
+from streams.runtime.kafka import Publisher
+from streams.traces.formats import load_trace
+from streams.traces.playback import Item, ReplayPlan, plan_replay
 from topology.evaluate import trace_files
-from topology.publish import Publisher
 from topology.settings import Settings
 from topology.topics import ensure_topics
 
@@ -44,7 +45,7 @@ def publish_plan(settings: Settings, plan: ReplayPlan, speed: float = 0.0,
                  progress: bool = True) -> dict[str, int]:
     """Publish a plan; returns how many items of each kind and messages were sent."""
     publisher = Publisher(settings)
-    t0 = time.time_ns() // 1_000_000
+    t0 = now_ms()
     started = time.monotonic()
     counts: dict[str, int] = defaultdict(int)
     index, total = 0, len(plan.items)

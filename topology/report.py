@@ -3,7 +3,7 @@
 Every figure comes from one query in ``QUERIES`` (the README lists them), run over the rows whose
 time is at or after ``--since``. Printed as tables, written as JSON (``--json``) and as PNG charts
 (``--out``). Given the faults file of a replay (``--faults``), detection is scored: precision and
-recall of the mirror's anomalies against the injected faults (``streams.detection``).
+recall of the mirror's anomalies against the injected faults (``streams.traces.detection``).
 
 "Wastage by method" replays the recorded actual peaks, in the order they were recorded, through
 the baselines, and sets them beside the allocations the forecaster really made: an approximation
@@ -22,11 +22,12 @@ from typing import Any
 
 from clickhouse_driver import Client
 
+from schemas.records import SEVERITIES
 from sinks.clickhouse import connect
-from streams.detection import score_detection
-from streams.evaluation import memory_outcome
-from streams.primary import Fault
-from streams.sizing import MINIMUM_ALLOCATION, TaskContext, baselines
+from streams.forecasting.evaluation import memory_outcome
+from streams.forecasting.sizing import MINIMUM_ALLOCATION, TaskContext, baselines
+from streams.traces.detection import score_detection
+from streams.traces.faulty_primary import Fault
 from topology.settings import Settings
 
 QUERIES: dict[str, str] = {
@@ -234,7 +235,7 @@ def charts(report: dict[str, Any], out: Path) -> list[Path]:
     written.append(_save(figure, out / "wastage_by_method.png"))
 
     figure, axis = plt.subplots(figsize=(7, 4))
-    severities = ["INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL"]
+    severities = list(SEVERITIES)
     counts = {s: sum(a["count"] for a in report["anomalies"] if a["severity"] == s)
               for s in severities}
     axis.bar(severities, [counts[s] for s in severities])

@@ -6,7 +6,7 @@ import logging
 
 import faust
 
-from sinks.clickhouse import wait_until_ready
+from sinks.clickhouse import stored_feedback, wait_until_ready
 from sinks.migrations import migrate, verify_tables
 from sinks.tables import ALL_TABLES
 from topology.app import create_app
@@ -29,7 +29,7 @@ def prepare(settings: Settings) -> None:
 def run_worker(settings: Settings) -> None:
     """Run a worker until it is stopped (SIGTERM or Ctrl-C); does not return normally."""
     prepare(settings)
-    app = create_app(settings)
+    app = create_app(settings, stored_feedback(settings))
     log.info("worker %s: broker %s, HTTP on %s:%d", settings.app_id, settings.broker,
              settings.web_host, settings.web_port)
     faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()

@@ -27,6 +27,7 @@ def own_settings(tmp_path: Path) -> Settings:
         stack_clickhouse_http_port=free_port(), stack_dir=tmp_path / "stack")
 
 
+@pytest.mark.integration
 def test_up_twice_status_and_down(own_settings: Settings) -> None:
     try:
         first = _cli(own_settings, "stack", "up")

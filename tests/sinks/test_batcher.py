@@ -10,7 +10,8 @@ from schemas.records import EventKind, HistoryEvent
 from sinks.batcher import BatchingSink
 from sinks.clickhouse import ColumnarWriter, connect
 from sinks.migrations import migrate
-from sinks.tables import WORKFLOW_EVENTS, Located, workflow_event_columns
+from sinks.tables import WORKFLOW_EVENTS, workflow_event_columns
+from streams.runtime.messages import Located
 from topology.settings import Settings
 
 

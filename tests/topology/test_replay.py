@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from schemas.records import StateSnapshot, history_events
-from streams.definitions import DEFAULT
-from streams.mirror import replay
+from streams.mirror.definitions import DEFAULT
+from streams.mirror.run import rebuild
+from streams.runtime.kafka import read_topic
 from tests.support import TRACES, settings_env
 from topology import topics
-from topology.consume import read_topic
 from topology.settings import Settings
 
 SMALL = sorted((TRACES / "makeflow" / "blast").glob("blast-chameleon-small-00[12].json"))
@@ -60,7 +60,7 @@ def test_replayed_streams_match_the_faults_file(settings: Settings, tmp_path: Pa
         at = min(seq for (wf, seq) in snapshots
                  if wf == fault["workflow_id"] and seq >= fault["sequence"])
         published = [e for s, e in sorted(events.items()) if s <= at]
-        mirror = replay(published, DEFAULT)
+        mirror = rebuild(published, DEFAULT)
         assert snapshots[(fault["workflow_id"], at)].variables != mirror.state_at(at), fault
     dropped = {(f["workflow_id"], f["sequence"]) for f in faults
                if f["kind"] == "dropped_event"}

@@ -15,7 +15,7 @@ import pytest
 
 from infra.stack import LocalStack
 from sinks.clickhouse import connect
-from streams.detection import score_detection
+from streams.traces.detection import score_detection
 from tests.support import TRACES, WorkerProcess, free_port, settings_env, wait_for
 from topology.report import build_report, charts, parse_since, read_faults
 from topology.settings import Settings
@@ -94,6 +94,7 @@ def test_since_takes_durations_and_dates() -> None:
         parse_since("yesterday-ish")
 
 
+@pytest.mark.integration
 def test_demo_end_to_end_at_small_scale(tmp_path: Path) -> None:
     # The README's main job on a stack of its own (ports, folder), with one small trace.
     own = Settings().with_overrides(

@@ -1,0 +1,187 @@
+"""Offline evaluation of sizing methods on real traces (``shadowflow evaluate``).
+
+Runs are taken one after another in the order given; within a run, tasks start on the trace's
+schedule (``traces.schedule``). Each task is sized when it starts, by every method, using only
+tasks that completed before (completions at the same instant count as before). Memory:
+
+- a task whose peak exceeds its allocation fails and is retried at double the allocation until it
+  fits; every failed attempt wastes its allocation for the task's runtime;
+- wastage (GB·h) = (allocation - peak) x runtime of the successful attempt + the failed attempts;
+- under-provisioned share = tasks whose first allocation was below their peak / tasks;
+- memory allocation quality (MAQ) = usage / (usage + wastage), usage = peak x runtime.
+
+CPU is not retried (too little CPU slows a task, it does not kill it): CPU slack = unused share of
+the allocated core-hours, and the share of tasks given fewer cores than they used on average.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from streams.forecasting.sizing import MINIMUM_ALLOCATION, SizingMethod, TaskContext
+from streams.traces.formats import Trace
+from streams.traces.schedule import Slot, schedule
+
+GB = 1e9
+HOUR = 3600.0
+
+
+@dataclass
+class Outcome:
+    """One method's results over a set of tasks."""
+
+    tasks: int = 0
+    underprovisioned: int = 0
+    usage_gbh: float = 0.0
+    wastage_gbh: float = 0.0
+    failed_attempts: int = 0
+    cpu_allocated_core_h: float = 0.0
+    cpu_unused_core_h: float = 0.0
+    cpu_short_tasks: int = 0
+    calibration: dict[float, list[int]] = field(default_factory=dict)
+    """Confidence bucket (lower edge, tenths) -> [tasks, tasks whose memory allocation covered
+    the peak], for methods that state a confidence."""
+
+    @property
+    def underprovisioned_share(self) -> float:
+        """Share of tasks under-provisioned at their first attempt."""
+        return self.underprovisioned / self.tasks if self.tasks else 0.0
+
+    @property
+    def maq(self) -> float:
+        """Memory allocation quality: usage / (usage + wastage)."""
+        total = self.usage_gbh + self.wastage_gbh
+        return self.usage_gbh / total if total else 1.0
+
+    @property
+    def cpu_slack(self) -> float:
+        """Unused share of the allocated core-hours."""
+        return (self.cpu_unused_core_h / self.cpu_allocated_core_h
+                if self.cpu_allocated_core_h else 0.0)
+
+    def add(self, other: Outcome) -> None:
+        """Accumulate ``other`` into this outcome."""
+        for name in ("tasks", "underprovisioned", "usage_gbh", "wastage_gbh", "failed_attempts",
+                     "cpu_allocated_core_h", "cpu_unused_core_h", "cpu_short_tasks"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for bucket, (n, covered) in other.calibration.items():
+            mine = self.calibration.setdefault(bucket, [0, 0])
+            mine[0] += n
+            mine[1] += covered
+
+    def to_json(self) -> dict[str, float | int]:
+        """The figures the ``--json`` report holds for a method."""
+        return {"wastage_gbh": round(self.wastage_gbh, 6),
+                "underprovisioned_share": round(self.underprovisioned_share, 6),
+                "maq": round(self.maq, 6), "tasks": self.tasks,
+                "usage_gbh": round(self.usage_gbh, 6), "failed_attempts": self.failed_attempts,
+                "cpu_slack": round(self.cpu_slack, 6),
+                "cpu_short_share": round(self.cpu_short_tasks / self.tasks, 6)
+                if self.tasks else 0.0,
+                "calibration": {f"{b:.1f}": {"tasks": n, "covered_share": round(c / n, 6)}
+                                for b, (n, c) in sorted(self.calibration.items())}}
+
+
+def memory_outcome(allocation: float, peak: float, runtime_s: float) -> tuple[float, int]:
+    """(wastage in GB·h, failed attempts) of running a task of ``peak`` with ``allocation``,
+    retried at double the allocation until it fits."""
+    if allocation <= 0:
+        raise ValueError(f"allocation must be positive, got {allocation}")
+    hours = runtime_s / HOUR
+    wasted, failures = 0.0, 0
+    while allocation < peak:
+        wasted += allocation * hours
+        failures += 1
+        allocation *= 2
+    return (wasted + (allocation - peak) * hours) / GB, failures
+
+
+@dataclass
+class Evaluation:
+    """Per trace file and overall, per method."""
+
+    methods: list[str]
+    per_file: dict[str, dict[str, Outcome]] = field(default_factory=dict)
+    overall: dict[str, Outcome] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        """``{"files": {path: {method: figures}}, "overall": {method: figures}}``."""
+        return {"files": {path: {m: o.to_json() for m, o in outcomes.items()}
+                          for path, outcomes in self.per_file.items()},
+                "overall": {m: o.to_json() for m, o in self.overall.items()}}
+
+
+def evaluate(traces: Sequence[Trace], methods: Sequence[SizingMethod],
+             slots: int | None = None,
+             progress: Callable[[int, int], None] | None = None) -> Evaluation:
+    """Run every method over the traces, in order; see the module docstring."""
+    result = Evaluation([m.name for m in methods])
+    result.overall = {m.name: Outcome() for m in methods}
+    clock = 0.0  # runs back to back on one clock, for methods that forget with time
+    for index, trace in enumerate(traces):
+        run_id = f"{trace.name}#{index}"
+        placed = schedule(trace, slots)
+        outcomes = {m.name: Outcome() for m in methods}
+        _run(trace, run_id, placed, methods, outcomes, clock)
+        clock += max((s.end_s for s in placed), default=0.0)
+        result.per_file[str(trace.path)] = outcomes
+        for name, outcome in outcomes.items():
+            result.overall[name].add(outcome)
+        if progress:
+            progress(index + 1, len(traces))
+    return result
+
+
+def _run(trace: Trace, run_id: str, placed: list[Slot], methods: Sequence[SizingMethod],
+         outcomes: dict[str, Outcome], clock: float) -> None:
+    # Completions at an instant come before starts at it (a child may use its parent's result),
+    # but a zero-length task completes after it starts.
+    events = sorted([(s.start_s, 1, s.order) for s in placed] +
+                    [(s.end_s, 0 if s.end_s > s.start_s else 2, s.order) for s in placed])
+    by_order = {s.order: s for s in placed}
+    given: dict[tuple[str, int], tuple[float, float]] = {}
+    stated: dict[tuple[str, int], float] = {}
+    for at, kind, order in events:
+        slot = by_order[order]
+        task = slot.task
+        context = TaskContext(trace.workflow_type, run_id, task.task_type, 1,
+                              float(task.input_bytes), order, task.requested_memory_bytes,
+                              clock + at)
+        if kind == 1:
+            for method in methods:
+                forecast = getattr(method, "forecast", None)
+                if forecast is not None:  # a method that states its confidence
+                    memory = forecast(context, "memory")
+                    stated[(method.name, order)] = memory.confidence
+                    memory_amount = memory.amount
+                else:
+                    memory_amount = method.allocate(context, "memory")
+                given[(method.name, order)] = (
+                    max(memory_amount, MINIMUM_ALLOCATION["memory"]),
+                    max(method.allocate(context, "cpu"), MINIMUM_ALLOCATION["cpu"]))
+            continue
+        for method in methods:
+            memory, cpu = given.pop((method.name, order))
+            outcome = outcomes[method.name]
+            if task.memory_bytes is not None:
+                outcome.tasks += 1
+                peak = float(task.memory_bytes)
+                outcome.underprovisioned += memory < peak
+                wasted, failures = memory_outcome(memory, peak, task.runtime_s)
+                outcome.wastage_gbh += wasted
+                outcome.failed_attempts += failures
+                outcome.usage_gbh += peak * task.runtime_s / HOUR / GB
+                confidence = stated.pop((method.name, order), None)
+                if confidence is not None:
+                    bucket = outcome.calibration.setdefault(min(int(confidence * 10), 9) / 10,
+                                                            [0, 0])
+                    bucket[0] += 1
+                    bucket[1] += memory >= peak
+                method.observe(context, "memory", peak, memory, task.runtime_s)
+            if task.cpu_cores is not None:
+                hours = task.runtime_s / HOUR
+                outcome.cpu_allocated_core_h += cpu * hours
+                outcome.cpu_unused_core_h += max(0.0, cpu - task.cpu_cores) * hours
+                outcome.cpu_short_tasks += cpu < task.cpu_cores
+                method.observe(context, "cpu", task.cpu_cores, cpu, task.runtime_s)

@@ -1,0 +1,187 @@
+"""Faust wiring of the mirrors: history events (from the history agent) and wf.state in;
+shadow.mirror, shadow.anomalies and the ``anomalies`` table out. The logic is in
+``streams.mirror.registry``; this module moves values around.
+
+Order of effects for a batch of history events (``MirrorService.apply``): events are applied, then
+each touched run's snapshot or delta is sent to ``shadow.mirror``, comparisons that became possible
+are scored and their anomalies sent and stored; the history agent acks the batch only when all of
+that is on the broker and in ClickHouse. After a crash, a worker restores each partition's mirrors
+from ``shadow.mirror`` before it processes that partition again; re-delivered events are then
+duplicates and ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Hashable, Iterable, Sequence
+
+import faust
+from faust.types import EventT
+
+from schemas.codec import Codec, CodecError, Decoded
+from schemas.records import StateSnapshot
+from streams.mirror.changelog import DELTA, SNAPSHOT, next_record, record_key, restore_all
+from streams.mirror.registry import Finding, Mirrors, RunKey
+from streams.runtime.anomalies import AnomalyOutlet
+from streams.runtime.batches import BatchSettings, all_done, process_in_batches
+from streams.runtime.clock import now_ms
+from streams.runtime.deadletters import decode_or_dead_letter, publish_dead_letters
+from streams.runtime.kafka import KafkaAddress, read_partition
+from streams.runtime.messages import Located, RawMessage
+
+log = logging.getLogger(__name__)
+
+
+class MirrorService:
+    """The worker's mirrors and the topics and table they write to."""
+
+    def __init__(self, mirrors: Mirrors, *, codec: Codec, kafka: KafkaAddress,
+                 mirror_topic: faust.TopicT, anomalies: AnomalyOutlet,
+                 retention_ms: int) -> None:
+        self.mirrors = mirrors
+        self.codec = codec
+        self.kafka = kafka
+        self.mirror_topic = mirror_topic
+        self.anomalies = anomalies
+        self.retention_ms = retention_ms
+        self.restored: set[int] = set()
+        self._restoring: dict[int, asyncio.Task[None]] = {}
+        self._tokens = itertools.count()
+        self._done: dict[Hashable, asyncio.Future[None]] = {}
+
+    async def ensure_restored(self, partitions: Iterable[int]) -> None:
+        """Restore the mirrors of partitions not yet restored since they were assigned."""
+        for partition in sorted(set(partitions) - self.restored):
+            task = self._restoring.get(partition)
+            if task is None:
+                task = self._restoring[partition] = asyncio.ensure_future(
+                    self._restore(partition))
+            await asyncio.shield(task)
+
+    async def _restore(self, partition: int) -> None:
+        try:
+            entries = await asyncio.to_thread(
+                read_partition, self.kafka, self.mirror_topic.get_topic_name(), partition)
+            decoded = [(key or b"", None if value is None else self.codec.decode(value).record)
+                       for key, value in entries]
+            restored = restore_all(decoded, self.mirrors.limits)
+            self.mirrors.load(restored, partition)
+            self.restored.add(partition)
+            log.info("restored %d mirrors of partition %d from %d records", len(restored),
+                     partition, len(entries))
+        finally:
+            self._restoring.pop(partition, None)
+
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """The worker no longer owns these partitions."""
+        partitions = set(partitions)
+        self.restored -= partitions
+        for token in self.mirrors.drop_partitions(partitions):
+            self._finish(token)
+
+    def wait_for_comparison(self, snapshot: StateSnapshot) -> asyncio.Future[None]:
+        """Queue a primary snapshot; the future resolves once it is compared and any anomaly
+        is on the broker and in ClickHouse (or it was given up)."""
+        token = next(self._tokens)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._done[token] = future
+        self.mirrors.await_comparison(snapshot, now_ms(), token)
+        return future
+
+    async def settle(self, findings: list[Finding], done: Sequence[Hashable],
+                     effects: Sequence[asyncio.Future[None]] = ()) -> asyncio.Future[None]:
+        """Publish findings; return a future that resolves when they and ``effects`` are
+        stored, resolving the comparisons ``done`` at the same moment."""
+        stamp = now_ms()
+        pending = list(effects)
+        pending += await self.anomalies.publish([f.to_avro(stamp) for f in findings])
+        combined = all_done(pending)
+        tokens = list(done)
+        combined.add_done_callback(lambda f: [self._finish(t, f.exception()) for t in tokens])
+        return combined
+
+    async def apply(self, located: Sequence[Located]) -> asyncio.Future[None]:
+        """Apply a batch of history events; the future resolves when the mirror records and
+        any anomalies they led to are stored."""
+        await self.ensure_restored({item.partition for item in located})
+        findings: list[Finding] = []
+        touched: set[RunKey] = set()
+        stamp = now_ms()
+        for item in located:
+            findings += self.mirrors.offer(item.event, item.partition, stamp)
+            touched.add((item.event.workflow_id, item.event.run_id))
+        effects = await self.persist(touched)
+        more, done = self.mirrors.compare_ready()
+        return await self.settle(findings + more, done, effects)
+
+    async def persist(self, keys: Iterable[RunKey]) -> list[asyncio.Future[None]]:
+        """Send each run's snapshot or delta to ``shadow.mirror``; returns the deliveries."""
+        deliveries = []
+        for key in sorted(set(keys)):
+            mirror = self.mirrors.runs.get(key)
+            if mirror is None:
+                continue
+            record = next_record(mirror)
+            deliveries.append(await self.mirror_topic.send(
+                key=record_key(*key, record["kind"]),
+                value=self.codec.encode("MirrorRecord", record),
+                partition=self.mirrors.partition_of[key], force=True))
+        return deliveries
+
+    async def tick(self) -> None:
+        """Timer work: gaps open too long, snapshots never reached, finished runs evicted."""
+        findings, done = self.mirrors.expire(now_ms())
+        more, done_too = self.mirrors.compare_ready()
+        await self.settle(findings + more, [*done, *done_too])
+        for key in self.mirrors.evict_finished(now_ms(), self.retention_ms):
+            partition = self.mirrors.partition_of.get(key)
+            for kind in (SNAPSHOT, DELTA):
+                await self.mirror_topic.send(key=record_key(*key, kind), value=None,
+                                             partition=partition, force=True)
+
+    def _finish(self, token: Hashable, error: BaseException | None = None) -> None:
+        future = self._done.pop(token, None)
+        if future is not None and not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+
+def _snapshot(decoded: Decoded) -> list[StateSnapshot]:
+    if decoded.type_name != "StateSnapshot":
+        raise CodecError(f"expected StateSnapshot, got {decoded.type_name}")
+    return [StateSnapshot.from_avro(decoded.record)]
+
+
+def register_mirror_agents(app: faust.App, service: MirrorService, *, history: faust.TopicT,
+                           state: faust.TopicT, deadletters: faust.TopicT,
+                           settings: BatchSettings) -> None:
+    """The comparison agent (state snapshots), the mirrors' timer and partition hand-over.
+    History reaches the mirrors through the history agent (``MirrorService.apply``)."""
+    codec = service.codec
+
+    async def handle(events: Sequence[EventT]) -> asyncio.Future[None]:
+        decoded = decode_or_dead_letter([RawMessage.of(e) for e in events], codec, _snapshot,
+                                        now_ms())
+        waits = [service.wait_for_comparison(snapshot)
+                 for _, snapshots in decoded.items for snapshot in snapshots]
+        await publish_dead_letters(deadletters, decoded.rejects, codec)
+        findings, done = service.mirrors.compare_ready()
+        await service.settle(findings, done)
+        return all_done(waits)
+
+    @app.agent(state, name="compare")
+    async def compare_state(stream: faust.StreamT) -> None:
+        await process_in_batches(stream, settings, handle)
+
+    @app.timer(interval=1.0)
+    async def mirror_timer() -> None:
+        await service.tick()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: faust.App, revoked: set, **_: object) -> None:
+        name = history.get_topic_name()
+        service.forget_partitions(tp.partition for tp in revoked if tp.topic == name)

@@ -1,0 +1,61 @@
+"""Bad messages as a stream of their own: one step every input agent shares decodes each
+message and sets aside, as a dead letter with the reason and its origin, every message that
+fails; the dead letters are then published before the batch is acked."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import faust
+
+from schemas.codec import Codec, CodecError, Decoded
+from schemas.records import DeadLetter
+from streams.runtime.messages import RawMessage
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class DecodedBatch(Generic[T]):
+    """What a batch of messages decoded to, in message order, and the messages that failed."""
+
+    items: list[tuple[RawMessage, list[T]]] = field(default_factory=list)
+    rejects: list[DeadLetter] = field(default_factory=list)
+
+
+def decode_or_dead_letter(messages: Sequence[RawMessage], codec: Codec,
+                          unpack: Callable[[Decoded], list[T]],
+                          now_ms: int) -> DecodedBatch[T]:
+    """Decode each message and ``unpack`` it into records; a message that is empty, not a valid
+    Avro message or not of a type ``unpack`` accepts (it raises ``CodecError``) becomes a dead
+    letter naming the reason, and the others are unaffected."""
+    batch: DecodedBatch[T] = DecodedBatch()
+    for message in messages:
+        if not message.value:
+            batch.rejects.append(message.dead_letter("empty message value", now_ms))
+            continue
+        try:
+            records = unpack(codec.decode(message.value))
+        except CodecError as exc:
+            batch.rejects.append(message.dead_letter(str(exc), now_ms))
+            continue
+        batch.items.append((message, records))
+    return batch
+
+
+async def publish_dead_letters(topic: faust.TopicT, letters: Sequence[DeadLetter],
+                               codec: Codec) -> None:
+    """Send dead letters and wait until the broker has them all."""
+    deliveries = []
+    for letter in letters:
+        log.warning("dead letter from %s[%d]@%d: %s", letter.topic, letter.partition,
+                    letter.offset, letter.reason)
+        deliveries.append(await topic.send(
+            key=letter.key, value=codec.encode("DeadLetter", letter.to_avro()), force=True))
+    for delivery in deliveries:
+        await delivery

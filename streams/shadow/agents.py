@@ -1,0 +1,194 @@
+"""Faust wiring of the shadow workflows: history events (from the history agent) and wf.telemetry
+in; shadow.reservations, shadow.anomalies and the predictions, feedback, action_usage and
+reservations tables out. The logic is in ``streams.shadow.workflows``; this module moves values
+around.
+
+As with the mirrors, a batch is acked only once its commands and alerts are on the broker and its
+rows in ClickHouse. Shadows live in memory: after a restart a run's shadow is made again from its
+next event, and the forecaster relearns from the ``feedback`` table (``warm_up``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from schemas.codec import Codec
+from schemas.records import RESOURCE_CLASSES, anomaly_record, telemetry_batches
+from sinks.batcher import BatchingSink
+from sinks.tables import ACTION_USAGE, FEEDBACK, PREDICTIONS, RESERVATIONS, columns_of
+from streams.forecasting.sizing import TaskContext
+from streams.runtime.anomalies import AnomalyOutlet
+from streams.runtime.batches import BatchSettings, all_done, process_in_batches
+from streams.runtime.clock import now_ms
+from streams.runtime.deadletters import decode_or_dead_letter, publish_dead_letters
+from streams.runtime.messages import Located, RawMessage
+from streams.shadow.pool import Alert, Command
+from streams.shadow.telemetry import windows
+from streams.shadow.workflows import Effects, Feedback, Prediction, RunShadow, ShadowWorkflows
+
+log = logging.getLogger(__name__)
+
+
+class ShadowService:
+    """The worker's shadow workflows and the topics and tables they write to."""
+
+    def __init__(self, shadows: ShadowWorkflows, *, codec: Codec, sink: BatchingSink,
+                 reservation_topic: faust.TopicT, anomalies: AnomalyOutlet,
+                 telemetry_window_ms: int, feedback_grace_ms: int, retention_ms: int) -> None:
+        self.shadows = shadows
+        self.codec = codec
+        self.sink = sink
+        self.reservation_topic = reservation_topic
+        self.anomalies = anomalies
+        self.telemetry_window_ms = telemetry_window_ms
+        self.feedback_grace_ms = feedback_grace_ms
+        self.retention_ms = retention_ms
+
+    async def apply(self, located: Sequence[Located]) -> asyncio.Future[None]:
+        """Follow a batch of history events; the future resolves when their effects are
+        published and stored."""
+        effects = Effects()
+        stamp = now_ms()
+        for item in located:
+            effects.extend(self.shadows.on_event(item.event, stamp))
+        return await self.publish(effects)
+
+    async def telemetry(self, batches: Sequence[Any]) -> asyncio.Future[None]:
+        """Fold telemetry into the shadows and store its windows."""
+        rows = []
+        for batch in batches:
+            self.shadows.on_telemetry(batch.workflow_id, batch.run_id, batch.action_id,
+                                      batch.memory_bytes, batch.cpu_cores, batch.network_bytes,
+                                      batch.cost)
+            rows += [asdict(w) for w in windows(batch, self.telemetry_window_ms)]
+        if not rows:
+            return all_done([])
+        return await self.sink.submit(ACTION_USAGE, columns_of(ACTION_USAGE, rows))
+
+    async def publish(self, effects: Effects) -> asyncio.Future[None]:
+        """Send commands and alerts, store predictions, feedback, commands and alerts."""
+        pending: list[asyncio.Future[Any]] = []
+        for command in effects.commands:
+            pending.append(await self.reservation_topic.send(
+                key=command.reservation.workflow_id.encode(),
+                value=self.codec.encode("ReservationCommand", _command_record(command)),
+                force=True))
+        stamp = now_ms()
+        pending += await self.anomalies.publish([_alert_record(a, stamp) for a in effects.alerts])
+        tables = [
+            (RESERVATIONS, [_command_row(c) for c in effects.commands]),
+            (PREDICTIONS, [_prediction_row(run, p) for run, p in effects.predictions]),
+            (FEEDBACK, [_feedback_row(f, self.shadows, stamp) for f in effects.feedback]),
+        ]
+        for spec, rows in tables:
+            if rows:
+                pending.append(await self.sink.submit(spec, columns_of(spec, rows)))
+        return all_done(pending)
+
+    async def tick(self) -> None:
+        """Timer work: score forecasts whose telemetry had time to arrive, let unused
+        reservations lapse, forget finished runs."""
+        stamp = now_ms()
+        effects = self.shadows.due_feedback(stamp, self.feedback_grace_ms)
+        effects.commands += self.shadows.pool.expire(stamp)
+        await self.publish(effects)
+        self.shadows.evict_finished(stamp, self.retention_ms)
+
+    def warm_up(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Teach the forecaster from stored feedback rows (workflow_type, run_id, action_type,
+        actual memory, actual CPU, actual network, actual cost, runtime), oldest first."""
+        for workflow_type, run_id, action_type, memory, cpu, network, cost, runtime in rows:
+            context = TaskContext(workflow_type, run_id, action_type)
+            for resource, value in (("memory", memory), ("cpu", cpu), ("network", network),
+                                    ("cost", cost)):
+                self.shadows.forecaster.observe(context, resource, float(value), 0.0, runtime)
+        return len(rows)
+
+
+def _command_record(command: Command) -> dict[str, Any]:
+    r = command.reservation
+    return {"command_id": command.command_id, "reservation_id": r.reservation_id,
+            "op": command.op, "workflow_id": r.workflow_id, "run_id": r.run_id,
+            "action_id": r.action_id, "action_type": r.action_type,
+            "resources": {"cpu_cores": r.amounts.get("cpu_cores"),
+                          "memory_bytes": _int(r.amounts.get("memory_bytes")),
+                          "network_bytes": _int(r.amounts.get("network_bytes")),
+                          "cost": r.amounts.get("cost")},
+            "confidence": r.confidence, "source": r.source, "issued_ms": r.issued_ms,
+            "expires_ms": r.expires_ms}
+
+
+def _command_row(command: Command) -> dict[str, Any]:
+    r = command.reservation
+    amounts = {name: r.amounts.get(name, 0.0) for name in RESOURCE_CLASSES}
+    return {"command_id": command.command_id, "op": command.op,
+            "reservation_id": r.reservation_id, "workflow_id": r.workflow_id,
+            "run_id": r.run_id, "action_id": r.action_id, "action_type": r.action_type,
+            **amounts, "confidence": r.confidence, "source": r.source,
+            "issued_ms": r.issued_ms, "expires_ms": r.expires_ms, "reason": command.reason}
+
+
+def _prediction_row(run: RunShadow, p: Prediction) -> dict[str, Any]:
+    return {"workflow_id": run.workflow_id, "run_id": run.run_id,
+            "workflow_type": run.workflow_type, "action_id": p.action_id,
+            "action_type": p.action_type, "predicted_next": int(p.likely), "source": p.source,
+            "confidence": p.confidence,
+            **{name: p.allocation[name] for name in RESOURCE_CLASSES},
+            "reservation_id": p.reservation_id or "", "issued_ms": p.issued_ms}
+
+
+def _alert_record(alert: Alert, stamp: int) -> dict[str, Any]:
+    return anomaly_record(kind=alert.kind, severity=alert.severity,
+                          workflow_id=alert.workflow_id, run_id=alert.run_id, sequence=0,
+                          score=0.0, message=alert.message, detected_ms=stamp,
+                          action_id=alert.action_id)
+
+
+def _feedback_row(feedback: Feedback, shadows: ShadowWorkflows, stamp: int) -> dict[str, Any]:
+    run = shadows.runs.get((feedback.workflow_id, feedback.run_id))
+    action = run.actions.get(feedback.action_id) if run else None
+    runtime = (((action.completed_ms or 0) - (action.started_ms or 0)) / 1000
+               if action and action.started_ms is not None else 0.0)
+    return {"workflow_id": feedback.workflow_id, "run_id": feedback.run_id,
+            "workflow_type": run.workflow_type if run else "",
+            "action_id": feedback.action_id, "action_type": feedback.action_type,
+            "source": feedback.source, "confidence": feedback.confidence,
+            **{f"predicted_{name}": feedback.predicted.get(name, 0.0)
+               for name in RESOURCE_CLASSES},
+            **{f"actual_{name}": feedback.actual.get(name, 0.0) for name in RESOURCE_CLASSES},
+            "deviation": feedback.deviation, "underprovisioned": int(feedback.underprovisioned),
+            "runtime_s": max(0.0, runtime),
+            "lead_time_ms": -1 if feedback.lead_time_ms is None else feedback.lead_time_ms,
+            "recorded_ms": stamp}
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def register_shadow_agents(app: faust.App, service: ShadowService, *, telemetry: faust.TopicT,
+                           deadletters: faust.TopicT, settings: BatchSettings) -> None:
+    """The telemetry agent and the shadows' timer. History reaches the shadows through the
+    history agent (``ShadowService.apply``)."""
+    codec = service.codec
+
+    async def handle(events: Sequence[EventT]) -> asyncio.Future[None]:
+        decoded = decode_or_dead_letter([RawMessage.of(e) for e in events], codec,
+                                        telemetry_batches, now_ms())
+        await publish_dead_letters(deadletters, decoded.rejects, codec)
+        return await service.telemetry([b for _, items in decoded.items for b in items])
+
+    @app.agent(telemetry, name="telemetry")
+    async def ingest_telemetry(stream: faust.StreamT) -> None:
+        await process_in_batches(stream, settings, handle)
+
+    @app.timer(interval=1.0)
+    async def shadow_timer() -> None:
+        await service.tick()

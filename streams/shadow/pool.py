@@ -1,0 +1,203 @@
+"""The reservation pool: capacity per resource class, and the commands a resource manager receives.
+
+Pure: callers pass the time and publish the commands. A reservation is made ahead of an action
+(``reserve``), changed (``adjust``), given back when the action completes (``release``), or lapses
+if the action never starts before it expires (``expire``). When the pool cannot hold what is asked,
+a smaller fallback (a historical percentile, say) is tried; either way an alert says so. Every
+command has a deterministic id (a resource manager deduplicates on it) and belongs to one
+workflow, whose commands must be published in order (key them by workflow id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from schemas.ids import stable_hex
+from schemas.records import RESOURCE_CLASSES
+
+RESERVE, ADJUST, RELEASE = "RESERVE", "ADJUST", "RELEASE"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Resources held for one action attempt."""
+
+    reservation_id: str
+    workflow_id: str
+    run_id: str
+    action_id: str
+    action_type: str
+    amounts: Mapping[str, float]
+    confidence: float
+    source: str
+    issued_ms: int
+    expires_ms: int
+    started_ms: int | None = None
+    """When the action started (the reservation was used); ``None`` while it waits."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """What a resource manager is told."""
+
+    command_id: str
+    op: str
+    reservation: Reservation
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Alert:
+    """Something an operator should know about an action's sizing or reservation."""
+
+    workflow_id: str
+    run_id: str
+    action_id: str
+    message: str
+    kind: str = "RESERVATION_FAILED"
+    """An ``AnomalyKind``: RESERVATION_FAILED, SIZING_NEEDED or RESOURCE_MISS."""
+    severity: str = "MEDIUM"
+
+
+@dataclass
+class PoolStats:
+    """Counters for reports."""
+
+    expired: int = 0
+    degraded: int = 0
+    refused: int = 0
+    lead_times_ms: list[int] = field(default_factory=list)
+
+
+def reservation_id(workflow_id: str, run_id: str, action_id: str, attempt: int = 1) -> str:
+    """Deterministic id of the reservation for one action attempt."""
+    return stable_hex("reservation", workflow_id, run_id, action_id, str(attempt))
+
+
+class ReservationPool:
+    """Capacity per resource class and the reservations held against it."""
+
+    def __init__(self, capacity: Mapping[str, float], ttl_ms: int = 600_000) -> None:
+        unknown = set(capacity) - set(RESOURCE_CLASSES)
+        if unknown:
+            raise ValueError(f"unknown resource classes {sorted(unknown)}; "
+                             f"known: {RESOURCE_CLASSES}")
+        self.capacity = dict(capacity)
+        self.ttl_ms = ttl_ms
+        self.held: dict[str, Reservation] = {}
+        self.stats = PoolStats()
+        self._versions: dict[str, int] = {}
+        # Kept up to date as reservations come and go: reserving is on the hot path.
+        self._in_use: dict[str, float] = dict.fromkeys(RESOURCE_CLASSES, 0.0)
+
+    def in_use(self, resource: str) -> float:
+        """How much of ``resource`` the held reservations take."""
+        return self._in_use.get(resource, 0.0)
+
+    def _hold(self, reservation: Reservation) -> None:
+        previous = self.held.get(reservation.reservation_id)
+        if previous is not None:
+            self._count(previous, -1)
+        self.held[reservation.reservation_id] = reservation
+        self._count(reservation, +1)
+
+    def _drop(self, rid: str) -> Reservation | None:
+        reservation = self.held.pop(rid, None)
+        if reservation is not None:
+            self._count(reservation, -1)
+        return reservation
+
+    def _count(self, reservation: Reservation, sign: int) -> None:
+        for resource, amount in reservation.amounts.items():
+            self._in_use[resource] = self._in_use.get(resource, 0.0) + sign * amount
+
+    def free(self, resource: str) -> float:
+        """Capacity left of ``resource`` (infinite for a class without a capacity)."""
+        if resource not in self.capacity:
+            return float("inf")
+        return self.capacity[resource] - self.in_use(resource)
+
+    def reserve(self, workflow_id: str, run_id: str, action_id: str, action_type: str,
+                amounts: Mapping[str, float], *, confidence: float, source: str, now_ms: int,
+                fallback: Mapping[str, float] | None = None,
+                attempt: int = 1) -> tuple[list[Command], list[Alert]]:
+        """Hold ``amounts`` for an action, or ``fallback`` if they do not fit. Reserving an
+        action already held changes nothing (idempotent)."""
+        rid = reservation_id(workflow_id, run_id, action_id, attempt)
+        if rid in self.held:
+            return [], []
+        alerts: list[Alert] = []
+        chosen = dict(amounts)
+        if not self._fits(chosen):
+            if fallback is not None and self._fits(fallback):
+                alerts.append(Alert(workflow_id, run_id, action_id,
+                                    f"pool cannot hold {_show(amounts)}; reserved the smaller "
+                                    f"fallback {_show(fallback)}"))
+                chosen = dict(fallback)
+                self.stats.degraded += 1
+            else:
+                alerts.append(Alert(workflow_id, run_id, action_id,
+                                    f"pool exhausted: cannot hold {_show(amounts)} "
+                                    f"(free: {_show({k: self.free(k) for k in self.capacity})})"))
+                self.stats.refused += 1
+                return [], alerts
+        reservation = Reservation(rid, workflow_id, run_id, action_id, action_type, chosen,
+                                  confidence, source, now_ms, now_ms + self.ttl_ms)
+        self._hold(reservation)
+        return [self._command(RESERVE, reservation)], alerts
+
+    def start(self, rid: str, now_ms: int) -> None:
+        """The action started: the reservation is in use and no longer expires."""
+        reservation = self.held.get(rid)
+        if reservation is not None and reservation.started_ms is None:
+            self._hold(replace(reservation, started_ms=now_ms))
+            self.stats.lead_times_ms.append(now_ms - reservation.issued_ms)
+
+    def adjust(self, rid: str, amounts: Mapping[str, float],
+               now_ms: int) -> tuple[list[Command], list[Alert]]:
+        """Change a held reservation's amounts, if the pool can hold the change."""
+        reservation = self.held.get(rid)
+        if reservation is None:
+            return [], []
+        others = {k: self.in_use(k) - reservation.amounts.get(k, 0.0) for k in self.capacity}
+        if any(others[k] + amounts.get(k, 0.0) > self.capacity[k] for k in self.capacity):
+            return [], [Alert(reservation.workflow_id, reservation.run_id, reservation.action_id,
+                              f"cannot adjust to {_show(amounts)}: pool exhausted")]
+        updated = replace(reservation, amounts=dict(amounts), expires_ms=max(
+            reservation.expires_ms, now_ms + self.ttl_ms))
+        self._hold(updated)
+        return [self._command(ADJUST, updated)], []
+
+    def release(self, rid: str, reason: str = "completed") -> list[Command]:
+        """Give a reservation back (the action completed or failed)."""
+        reservation = self._drop(rid)
+        if reservation is None:
+            return []
+        return [self._command(RELEASE, reservation, reason)]
+
+    def expire(self, now_ms: int) -> list[Command]:
+        """Release reservations whose action never started before they expired."""
+        lapsed = [r for r in self.held.values()
+                  if r.started_ms is None and r.expires_ms <= now_ms]
+        commands = []
+        for reservation in lapsed:
+            self._drop(reservation.reservation_id)
+            self.stats.expired += 1
+            commands.append(self._command(RELEASE, reservation, "expired unused"))
+        return commands
+
+    def _fits(self, amounts: Mapping[str, float]) -> bool:
+        return all(amounts.get(k, 0.0) <= self.free(k) for k in self.capacity)
+
+    def _command(self, op: str, reservation: Reservation, reason: str = "") -> Command:
+        version = self._versions.get(reservation.reservation_id, 0) + 1
+        self._versions[reservation.reservation_id] = version
+        if op == RELEASE:
+            self._versions.pop(reservation.reservation_id, None)
+        command_id = stable_hex("command", reservation.reservation_id, op, str(version))
+        return Command(command_id, op, reservation, reason)
+
+
+def _show(amounts: Mapping[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in sorted(amounts.items()))

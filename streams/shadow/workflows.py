@@ -1,0 +1,466 @@
+"""Shadow workflows: each running workflow's actions, what was forecast and reserved for them, what
+they really used, and what comes next. Pure: callers pass the time and publish the effects.
+
+- A shadow is made when a workflow starts (its ``WORKFLOW_STARTED`` event, or the API).
+- When an action is scheduled it is forecast (memory, CPU, network, cost) and reserved. A forecast
+  whose confidence is below the threshold falls back to a historical percentile; with no history
+  at all the reservation says ``MANUAL`` and an alert asks for sizing (the seed's
+  allocateResources).
+- Ahead of time: when a run starts or an action completes, the action types likely to be scheduled
+  next (learned per workflow type from the transitions of past runs) are reserved under a
+  placeholder; the real action claims it when scheduled, so its lead time runs from the
+  placeholder's reservation.
+- Telemetry is folded into each action's usage (peak and mean CPU and memory, network bytes, cost)
+  and into tumbling windows for the time-series table.
+- Feedback (the usage at the action's end, or given through the API) is scored against the
+  forecast, teaches the forecaster, and a large miss raises an alert.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from schemas.records import RESOURCE_CLASSES, EventKind, HistoryEvent
+from streams.forecasting.forecaster import HISTORICAL, MANUAL, Forecast, Forecaster
+from streams.forecasting.sizing import TaskContext
+from streams.shadow.pool import Alert, Command, ReservationPool, reservation_id
+
+_FORECAST_RESOURCE = {"memory_bytes": "memory", "cpu_cores": "cpu", "network_bytes": "network",
+                      "cost": "cost"}
+
+
+@dataclass
+class Usage:
+    """What an action used, folded from telemetry samples."""
+
+    samples: int = 0
+    peak_memory_bytes: float = 0.0
+    sum_memory_bytes: float = 0.0
+    peak_cpu_cores: float = 0.0
+    sum_cpu_cores: float = 0.0
+    network_bytes: float = 0.0
+    cost: float = 0.0
+
+    def add(self, memory: Sequence[float], cpu: Sequence[float], network: Sequence[float],
+            cost: Sequence[float]) -> None:
+        """Fold a batch of samples in."""
+        if memory:
+            self.peak_memory_bytes = max(self.peak_memory_bytes, max(memory))
+            self.sum_memory_bytes += sum(memory)
+        if cpu:
+            self.peak_cpu_cores = max(self.peak_cpu_cores, max(cpu))
+            self.sum_cpu_cores += sum(cpu)
+        self.network_bytes += sum(network)
+        self.cost += sum(cost)
+        self.samples += max(len(memory), len(cpu))
+
+    def actual(self) -> dict[str, float]:
+        """The figures the forecast is judged on: peak memory, mean CPU, total network and cost."""
+        return {"memory_bytes": self.peak_memory_bytes,
+                "cpu_cores": self.sum_cpu_cores / self.samples if self.samples else 0.0,
+                "network_bytes": self.network_bytes, "cost": self.cost}
+
+
+@dataclass
+class Prediction:
+    """What was forecast for an action (or a likely next action), per resource."""
+
+    action_id: str
+    action_type: str
+    forecasts: dict[str, Forecast]
+    allocation: dict[str, float]
+    source: str
+    confidence: float
+    reservation_id: str | None
+    issued_ms: int
+    likely: bool = False
+    """A placeholder for an action not scheduled yet."""
+    issued_event_ms: int | None = None
+    """Event time of what caused the reservation (the scheduling, or for a placeholder the
+    completion or run start before it): lead times are measured in the workflow's own time."""
+
+    def to_json(self) -> dict[str, object]:
+        """The prediction route's answer."""
+        return {"action_id": self.action_id, "action_type": self.action_type,
+                "allocation": self.allocation, "confidence": round(self.confidence, 4),
+                "source": self.source, "reservation_id": self.reservation_id,
+                "issued_ms": self.issued_ms, "predicted_next": self.likely,
+                "per_resource": {r: {"amount": f.amount, "confidence": round(f.confidence, 4),
+                                     "source": f.source, "basis": f.basis}
+                                 for r, f in self.forecasts.items()}}
+
+
+@dataclass
+class ActionShadow:
+    """One action of a shadowed run."""
+
+    action_id: str
+    action_type: str
+    attempt: int
+    order: int
+    input_bytes: float
+    started_ms: int | None = None
+    completed_ms: int | None = None
+    prediction: Prediction | None = None
+    usage: Usage = field(default_factory=Usage)
+    feedback_done: bool = False
+    completion_seen_ms: int | None = None
+    """Processing time at which the completion was seen (the feedback grace runs from it)."""
+
+
+@dataclass
+class RunShadow:
+    """One shadowed workflow run."""
+
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    actions: dict[str, ActionShadow] = field(default_factory=dict)
+    likely: dict[str, Prediction] = field(default_factory=dict)
+    """Placeholders for likely next actions, by action type."""
+    last_completed_type: str | None = None
+    finished_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """How a forecast compared with what the action used."""
+
+    workflow_id: str
+    run_id: str
+    action_id: str
+    action_type: str
+    predicted: Mapping[str, float]
+    actual: Mapping[str, float]
+    confidence: float
+    source: str
+    deviation: float
+    """Largest absolute log ratio actual/predicted over the resources with both figures."""
+    underprovisioned: bool
+    """The action's memory peak exceeded its allocation."""
+    lead_time_ms: int | None = None
+    """Event time from what caused the reservation (or its placeholder) to the action's start."""
+
+
+@dataclass
+class Effects:
+    """What the caller must publish and store."""
+
+    commands: list[Command] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    predictions: list[tuple[RunShadow, Prediction]] = field(default_factory=list)
+    feedback: list[Feedback] = field(default_factory=list)
+
+    def extend(self, other: Effects) -> None:
+        """Add ``other``'s effects."""
+        self.commands += other.commands
+        self.alerts += other.alerts
+        self.predictions += other.predictions
+        self.feedback += other.feedback
+
+
+@dataclass
+class ShadowConfig:
+    """Thresholds of the shadow workflows."""
+
+    confidence_threshold: float = 0.8
+    likely_probability: float = 0.3
+    """Reserve ahead for next action types at least this likely."""
+    miss_alert_ratio: float = 2.0
+    """Alert when an action used more than this times, or less than 1/this of, its forecast."""
+
+
+class Transitions:
+    """Which action types follow which, per workflow type, learned from runs."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str | None], Counter[str]] = defaultdict(Counter)
+
+    def learn(self, workflow_type: str, previous: str | None, scheduled: str) -> None:
+        """``scheduled`` was the next type scheduled after ``previous`` completed (``None``: the
+        run's start)."""
+        self._counts[(workflow_type, previous)][scheduled] += 1
+
+    def likely(self, workflow_type: str, previous: str | None,
+               min_probability: float) -> list[tuple[str, float]]:
+        """Next action types with their probabilities, most likely first."""
+        counts = self._counts.get((workflow_type, previous))
+        if not counts:
+            return []
+        total = sum(counts.values())
+        return [(t, n / total) for t, n in counts.most_common() if n / total >= min_probability]
+
+
+class ShadowWorkflows:
+    """The shadows of the runs a worker owns."""
+
+    def __init__(self, forecaster: Forecaster, pool: ReservationPool,
+                 config: ShadowConfig | None = None) -> None:
+        self.forecaster = forecaster
+        self.pool = pool
+        self.config = config or ShadowConfig()
+        self.transitions = Transitions()
+        self.runs: dict[tuple[str, str], RunShadow] = {}
+        self.latest_run: dict[str, str] = {}
+        # Telemetry can overtake the history that schedules its action (separate topics):
+        # held here, within a bound, until the action is known.
+        self.early_usage: dict[tuple[str, str, str], Usage] = {}
+        self.max_early_usage = 100_000
+        # Completed actions awaiting feedback, in the order their completion was seen: the timer
+        # looks at the front only instead of scanning every action of every run.
+        self._awaiting_feedback: deque[tuple[int, tuple[str, str], str]] = deque()
+        # One "manual sizing needed" alert per workflow and action type, not one per action.
+        self._sizing_alerted: set[tuple[str, str]] = set()
+
+    def create(self, workflow_id: str, run_id: str, workflow_type: str, now_ms: int,
+               event_ms: int | None = None) -> Effects:
+        """Make a run's shadow (idempotent) and reserve ahead for its likely first actions
+        (``event_ms``: the workflow's time of its start, when known)."""
+        key = (workflow_id, run_id)
+        if key in self.runs:
+            return Effects()
+        run = self.runs[key] = RunShadow(workflow_id, run_id, workflow_type)
+        self.latest_run[workflow_id] = run_id
+        return self._reserve_likely(run, None, now_ms, event_ms)
+
+    def shadow_of(self, workflow_id: str) -> RunShadow | None:
+        """The shadow of a workflow's latest run."""
+        run_id = self.latest_run.get(workflow_id)
+        return None if run_id is None else self.runs.get((workflow_id, run_id))
+
+    def on_event(self, event: HistoryEvent, now_ms: int) -> Effects:
+        """Follow a history event."""
+        effects = Effects()
+        key = (event.workflow_id, event.run_id)
+        if key not in self.runs:
+            effects.extend(self.create(event.workflow_id, event.run_id, event.workflow_type,
+                                       now_ms, event.timestamp_ms))
+        run = self.runs[key]
+        kind = event.kind
+        if kind is EventKind.ACTION_SCHEDULED and event.action_id:
+            effects.extend(self._scheduled(run, event, now_ms))
+        elif kind is EventKind.ACTION_STARTED and event.action_id:
+            action = run.actions.get(event.action_id)
+            if action is not None and action.started_ms is None:
+                action.started_ms = event.timestamp_ms
+                if action.prediction and action.prediction.reservation_id:
+                    self.pool.start(action.prediction.reservation_id, now_ms)
+        elif kind in (EventKind.ACTION_COMPLETED, EventKind.ACTION_FAILED) and event.action_id:
+            action = run.actions.get(event.action_id)
+            if action is not None and action.completed_ms is None:
+                action.completed_ms = event.timestamp_ms
+                action.completion_seen_ms = now_ms
+                self._awaiting_feedback.append((now_ms, key, action.action_id))
+                if action.prediction and action.prediction.reservation_id:
+                    effects.commands += self.pool.release(action.prediction.reservation_id)
+                if kind is EventKind.ACTION_COMPLETED:
+                    run.last_completed_type = action.action_type
+                    effects.extend(self._reserve_likely(run, action.action_type, now_ms,
+                                                        event.timestamp_ms))
+        elif kind in (EventKind.WORKFLOW_COMPLETED, EventKind.WORKFLOW_FAILED):
+            run.finished_ms = now_ms
+            # Whatever the run still holds goes back: unclaimed placeholders, and actions whose
+            # completion never arrived (a lost event must not hold capacity for ever).
+            held = [p.reservation_id for p in run.likely.values()] + [
+                a.prediction.reservation_id for a in run.actions.values()
+                if a.prediction is not None and a.completed_ms is None]
+            for rid in held:
+                if rid:
+                    effects.commands += self.pool.release(rid, "workflow finished")
+            run.likely.clear()
+        return effects
+
+    def on_telemetry(self, workflow_id: str, run_id: str, action_id: str,
+                     memory: Sequence[float], cpu: Sequence[float], network: Sequence[float],
+                     cost: Sequence[float]) -> bool:
+        """Fold telemetry samples into an action's usage. Samples of an action not scheduled
+        yet are held until it is; ``False`` if they had to be dropped (too many held)."""
+        run = self.runs.get((workflow_id, run_id))
+        action = run.actions.get(action_id) if run else None
+        if action is not None:
+            action.usage.add(memory, cpu, network, cost)
+            return True
+        key = (workflow_id, run_id, action_id)
+        if key not in self.early_usage and len(self.early_usage) >= self.max_early_usage:
+            return False
+        self.early_usage.setdefault(key, Usage()).add(memory, cpu, network, cost)
+        return True
+
+    def due_feedback(self, now_ms: int, grace_ms: int) -> Effects:
+        """Feedback for completed actions whose telemetry had ``grace_ms`` to arrive."""
+        effects = Effects()
+        queue = self._awaiting_feedback
+        no_telemetry_yet = []
+        while queue and now_ms - queue[0][0] >= grace_ms:
+            entry = queue.popleft()
+            run = self.runs.get(entry[1])
+            action = run.actions.get(entry[2]) if run else None
+            if action is None or action.feedback_done:
+                continue
+            if action.usage.samples:
+                effects.extend(self.feedback(run, action, action.usage.actual()))
+            else:  # its telemetry may still come: look again next time
+                no_telemetry_yet.append(entry)
+        queue.extendleft(reversed(no_telemetry_yet))
+        return effects
+
+    def feedback(self, run: RunShadow, action: ActionShadow,
+                 actual: Mapping[str, float]) -> Effects:
+        """Score a forecast against what the action used, learn from it, alert on a large
+        miss. Given twice for one action, the second is ignored."""
+        effects = Effects()
+        if action.feedback_done or action.prediction is None:
+            return effects
+        action.feedback_done = True
+        prediction = action.prediction
+        context = self._context(run, action)
+        runtime_s = max(0.0, ((action.completed_ms or 0) - (action.started_ms or 0)) / 1000)
+        ratios = []
+        for resource, value in actual.items():
+            name = _FORECAST_RESOURCE.get(resource)
+            if name is None:
+                continue
+            self.forecaster.observe(context, name, float(value),
+                                    prediction.allocation.get(resource, 0.0), runtime_s)
+            allocated = prediction.allocation.get(resource, 0.0)
+            if allocated > 0 and value > 0:
+                ratios.append(abs(math.log(value / allocated)))
+        under = actual.get("memory_bytes", 0.0) > prediction.allocation.get("memory_bytes",
+                                                                            math.inf)
+        deviation = max(ratios, default=0.0)
+        lead = (action.started_ms - prediction.issued_event_ms
+                if action.started_ms is not None and prediction.issued_event_ms is not None
+                else None)
+        result = Feedback(run.workflow_id, run.run_id, action.action_id, action.action_type,
+                          dict(prediction.allocation), dict(actual), prediction.confidence,
+                          prediction.source, deviation, under, lead)
+        effects.feedback.append(result)
+        # Exceeding the allocation always alerts; a learned forecast also alerts when it missed
+        # by more than the ratio (a manual default is expected to miss).
+        if under or (prediction.source != MANUAL.upper()
+                     and deviation > math.log(self.config.miss_alert_ratio)):
+            what = "exceeded its memory allocation" if under else "missed its forecast"
+            message = (f"{action.action_type} {what}: used {_show(actual)}, forecast "
+                       f"{_show(prediction.allocation)}")
+            effects.alerts.append(Alert(run.workflow_id, run.run_id, action.action_id, message,
+                                        "RESOURCE_MISS", "HIGH" if under else "MEDIUM"))
+        return effects
+
+    def evict_finished(self, now_ms: int, retention_ms: int) -> list[tuple[str, str]]:
+        """Forget runs finished ``retention_ms`` ago."""
+        gone = [k for k, r in self.runs.items()
+                if r.finished_ms is not None and now_ms - r.finished_ms > retention_ms]
+        for key in gone:
+            del self.runs[key]
+            for early in [k for k in self.early_usage if k[:2] == key]:
+                del self.early_usage[early]
+            self.forecaster.forget_run(key[1])
+            if self.latest_run.get(key[0]) == key[1]:
+                del self.latest_run[key[0]]
+        return gone
+
+    def _scheduled(self, run: RunShadow, event: HistoryEvent, now_ms: int) -> Effects:
+        effects = Effects()
+        action_id = event.action_id or ""
+        if action_id in run.actions:
+            return effects
+        action_type = event.action_type or "unknown"
+        action = run.actions[action_id] = ActionShadow(
+            action_id, action_type, event.attempt, len(run.actions),
+            float(event.attributes.get("input_bytes", 0.0)))
+        early = self.early_usage.pop((run.workflow_id, run.run_id, action_id), None)
+        if early is not None:
+            action.usage = early
+        self.transitions.learn(run.workflow_type, run.last_completed_type, action_type)
+        prediction = self._predict(run, action, now_ms)
+        placeholder = run.likely.pop(action_type, None)
+        if placeholder is not None and placeholder.reservation_id:
+            # Claim the reservation made ahead; its lead time runs from then.
+            prediction.reservation_id = placeholder.reservation_id
+            prediction.issued_ms = placeholder.issued_ms
+            prediction.issued_event_ms = placeholder.issued_event_ms
+            commands, alerts = self.pool.adjust(placeholder.reservation_id,
+                                                prediction.allocation, now_ms)
+        else:
+            prediction.issued_event_ms = event.timestamp_ms
+            prediction.reservation_id = reservation_id(run.workflow_id, run.run_id, action_id,
+                                                       event.attempt)
+            commands, alerts = self.pool.reserve(
+                run.workflow_id, run.run_id, action_id, action_type, prediction.allocation,
+                confidence=prediction.confidence, source=prediction.source,
+                now_ms=now_ms, fallback=self._fallback(run, action), attempt=event.attempt)
+            if not commands:
+                prediction.reservation_id = None
+        action.prediction = prediction
+        effects.commands += commands
+        effects.alerts += alerts
+        effects.predictions.append((run, prediction))
+        if (prediction.source == MANUAL.upper()
+                and (run.workflow_type, action_type) not in self._sizing_alerted):
+            self._sizing_alerted.add((run.workflow_type, action_type))
+            effects.alerts.append(Alert(run.workflow_id, run.run_id, action_id,
+                                        f"no history for {action_type} in {run.workflow_type}: "
+                                        "manual sizing needed (reserved the default; alerted "
+                                        "once per workflow and action type)",
+                                        "SIZING_NEEDED", "LOW"))
+        return effects
+
+    def _predict(self, run: RunShadow, action: ActionShadow, now_ms: int,
+                 likely: bool = False) -> Prediction:
+        context = self._context(run, action)
+        forecasts = {r: self.forecaster.forecast(context, _FORECAST_RESOURCE[r])
+                     for r in RESOURCE_CLASSES}
+        allocation = {r: f.amount for r, f in forecasts.items()}
+        memory = forecasts["memory_bytes"]
+        source, confidence = memory.source.upper(), memory.confidence
+        if memory.source != MANUAL and confidence < self.config.confidence_threshold:
+            # Not confident: a percentile of the past actuals of this action type instead.
+            fallback = self.forecaster.percentile(context, "memory",
+                                                  self.forecaster.memory_quantile)
+            if fallback is not None:
+                allocation["memory_bytes"] = fallback
+                source = HISTORICAL.upper()
+        return Prediction(action.action_id, action.action_type, forecasts, allocation, source,
+                          confidence, None, now_ms, likely)
+
+    def _fallback(self, run: RunShadow, action: ActionShadow) -> dict[str, float] | None:
+        # A smaller reservation to try when the pool cannot hold the forecast: the median of
+        # the past peaks where there are any.
+        median = self.forecaster.median(self._context(run, action), "memory")
+        return None if median is None else {"memory_bytes": median}
+
+    def _reserve_likely(self, run: RunShadow, previous: str | None, now_ms: int,
+                        event_ms: int | None) -> Effects:
+        effects = Effects()
+        for action_type, probability in self.transitions.likely(
+                run.workflow_type, previous, self.config.likely_probability):
+            if action_type in run.likely:
+                continue
+            placeholder_id = f"next:{action_type}"
+            action = ActionShadow(placeholder_id, action_type, 1, len(run.actions), 0.0)
+            prediction = self._predict(run, action, now_ms, likely=True)
+            prediction.issued_event_ms = event_ms
+            commands, alerts = self.pool.reserve(
+                run.workflow_id, run.run_id, placeholder_id, action_type, prediction.allocation,
+                confidence=prediction.confidence * probability,
+                source=prediction.source, now_ms=now_ms)
+            if not commands:
+                effects.alerts += alerts
+                continue
+            prediction.reservation_id = commands[0].reservation.reservation_id
+            run.likely[action_type] = prediction
+            effects.commands += commands
+            effects.predictions.append((run, prediction))
+        return effects
+
+    @staticmethod
+    def _context(run: RunShadow, action: ActionShadow) -> TaskContext:
+        return TaskContext(run.workflow_type, run.run_id, action.action_type, action.attempt,
+                           action.input_bytes, action.order)
+
+
+def _show(amounts: Mapping[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in sorted(amounts.items()))
