@@ -4,6 +4,10 @@ Every message is ``C3 01`` + the schema's 8-byte CRC-64-AVRO fingerprint (little
 Avro spec fixes it) + the Avro binary body. Any Avro library can read it without a registry, and a
 consumer tells record types and schema versions apart by fingerprint. The ``.avsc`` files beside
 this module are the one source of truth; each is parsed once, when the codec is built.
+
+A file may use named types defined in another file. The fingerprint covers the self-contained
+schema: every named type fully defined at its first use and named in full at later uses, which is
+what any other Avro library parses and fingerprints; it never depends on the order of the files.
 """
 
 from __future__ import annotations
@@ -17,16 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-from fastavro.schema import (
-    SchemaParseException,
-    UnknownType,
-    fingerprint,
-    to_parsing_canonical_form,
-)
+from fastavro.schema import SchemaParseException, fingerprint
 
 MARKER = b"\xc3\x01"
 HEADER_SIZE = len(MARKER) + 8
 SCHEMA_DIR = Path(__file__).resolve().parent
+PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+NAMED_KINDS = frozenset({"record", "error", "enum", "fixed"})
+
+# Until issue 15 the codec fingerprinted a canonical form in which a use of these types from another
+# file stayed a bare name instead of their definition (an accident of the order the files were
+# parsed in): HistoryEnvelope and MirrorRecord got fingerprints no other Avro library computes.
+# Messages written then carry those fingerprints, so the codec still reads them.
+LEGACY_BARE_NAMES = frozenset({"shadowflow.HistoryEvent"})
 
 
 class CodecError(ValueError):
@@ -37,11 +44,13 @@ class CodecError(ValueError):
 
 @dataclass(frozen=True)
 class RecordType:
-    """One schema: its short name (``HistoryEvent``), parsed form and fingerprint."""
+    """One schema: its short name (``HistoryEvent``), parsed form and fingerprint, and the
+    fingerprints earlier codecs wrote for the same schema (read, never written)."""
 
     name: str
     schema: Any
     fingerprint: bytes
+    legacy_fingerprints: tuple[bytes, ...] = ()
 
     @property
     def header(self) -> bytes:
@@ -57,32 +66,139 @@ class Decoded:
     record: dict[str, Any]
 
 
-def _schema_fingerprint(parsed: Any) -> bytes:
+def _full_name(name: str, namespace: str) -> str:
+    """``name`` resolved in ``namespace`` as the Avro spec does: a dotted name is already full."""
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+def _namespace_of(full_name: str) -> str:
+    """The namespace that names nested in the named type ``full_name`` are resolved in."""
+    return full_name.rpartition(".")[0]
+
+
+def _named_definitions(documents: Iterable[Any]) -> dict[str, tuple[dict[str, Any], str]]:
+    """Every named type the documents define, by full name, with the namespace around it."""
+    found: dict[str, tuple[dict[str, Any], str]] = {}
+
+    def visit(schema: Any, namespace: str) -> None:
+        if isinstance(schema, list):
+            for branch in schema:
+                visit(branch, namespace)
+            return
+        if not isinstance(schema, dict):
+            return
+        kind = schema["type"]
+        if kind in NAMED_KINDS:
+            full = _full_name(schema["name"], schema.get("namespace", namespace))
+            if full in found:
+                raise SchemaParseException(f"named type {full} is defined twice")
+            found[full] = (schema, namespace)
+            for field in schema.get("fields", ()):
+                visit(field["type"], _namespace_of(full))
+            return
+        for child in (kind, schema.get("items"), schema.get("values")):
+            visit(child, namespace)
+
+    for document in documents:
+        visit(document, "")
+    return found
+
+
+def _self_contained(document: Any, definitions: Mapping[str, tuple[dict[str, Any], str]],
+                    keep_bare: frozenset[str] = frozenset()) -> Any:
+    """``document`` with every named type it uses defined at its first use and named in full
+    (``shadowflow.Resources``) at later uses; uses of the ``keep_bare`` types stay names."""
+    defined: set[str] = set()
+
+    def expand(schema: Any, namespace: str) -> Any:
+        if isinstance(schema, list):
+            return [expand(branch, namespace) for branch in schema]
+        if isinstance(schema, str):
+            if schema in PRIMITIVES:
+                return schema
+            full = _full_name(schema, namespace)
+            if full in defined or full in keep_bare:
+                return full
+            if full not in definitions:
+                raise SchemaParseException(f"unknown named type {full}")
+            definition, outer = definitions[full]
+            return expand(definition, outer)
+        kind = schema["type"]
+        if kind in NAMED_KINDS:
+            full = _full_name(schema["name"], schema.get("namespace", namespace))
+            if full in defined:
+                return full
+            defined.add(full)
+            inner = _namespace_of(full)
+            out = {k: v for k, v in schema.items() if k != "namespace"} | {"name": full}
+            if "fields" in schema:
+                out["fields"] = [field | {"type": expand(field["type"], inner)}
+                                 for field in schema["fields"]]
+            return out
+        if kind == "array":
+            return schema | {"items": expand(schema["items"], namespace)}
+        if kind == "map":
+            return schema | {"values": expand(schema["values"], namespace)}
+        if kind in PRIMITIVES:
+            return dict(schema)
+        return expand(kind, namespace)  # {"type": "Resources"} is the same as "Resources"
+
+    return expand(document, "")
+
+
+def _canonical_form(schema: Any) -> str:
+    """The Avro spec's Parsing Canonical Form of ``schema``: full names, a named type defined at
+    its first use only, only the attributes that matter for reading, in the spec's order, no
+    whitespace."""
+    defined: set[str] = set()
+
+    def canonical(schema: Any, namespace: str) -> Any:
+        if isinstance(schema, list):
+            return [canonical(branch, namespace) for branch in schema]
+        if isinstance(schema, str):
+            return schema if schema in PRIMITIVES else _full_name(schema, namespace)
+        kind = schema["type"]
+        if kind in NAMED_KINDS:
+            full = _full_name(schema["name"], schema.get("namespace", namespace))
+            if full in defined:
+                return full
+            defined.add(full)
+            inner = _namespace_of(full)
+            out: dict[str, Any] = {"name": full, "type": kind}
+            if "fields" in schema:
+                out["fields"] = [{"name": f["name"], "type": canonical(f["type"], inner)}
+                                 for f in schema["fields"]]
+            if "symbols" in schema:
+                out["symbols"] = list(schema["symbols"])
+            if "size" in schema:
+                out["size"] = int(schema["size"])
+            return out
+        if kind == "array":
+            return {"type": "array", "items": canonical(schema["items"], namespace)}
+        if kind == "map":
+            return {"type": "map", "values": canonical(schema["values"], namespace)}
+        return canonical(kind, namespace)  # a primitive with attributes, or {"type": <schema>}
+
+    return json.dumps(canonical(schema, ""), ensure_ascii=False, separators=(",", ":"))
+
+
+def _schema_fingerprint(schema: Any) -> bytes:
+    """The CRC-64-AVRO fingerprint of a self-contained schema, in wire (little-endian) order."""
     # fastavro returns the CRC-64-AVRO value as hex of its little-endian bytes, which is the
     # byte order single-object encoding puts on the wire.
-    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+    return bytes.fromhex(fingerprint(_canonical_form(schema), "CRC-64-AVRO"))
 
 
 def _parse_all(documents: Mapping[str, Any]) -> dict[str, RecordType]:
     """Parse schema documents that may name types defined in one another, in any order."""
-    named: dict[str, Any] = {}
-    pending = dict(documents)
+    definitions = _named_definitions(documents.values())
     parsed: dict[str, RecordType] = {}
-    while pending:
-        progressed = False
-        for name, document in list(pending.items()):
-            try:
-                schema = fastavro.parse_schema(document, named)
-            except UnknownType:
-                continue
-            # The fingerprint must cover the whole schema, not references to names defined in
-            # other files; fastavro reads and writes with the parsed (unexpanded) form.
-            expanded = fastavro.parse_schema(document, dict(named), expand=True)
-            parsed[name] = RecordType(name, schema, _schema_fingerprint(expanded))
-            del pending[name]
-            progressed = True
-        if not progressed:
-            raise SchemaParseException(f"unresolvable named types in schemas: {sorted(pending)}")
+    for name, document in documents.items():
+        schema = _self_contained(document, definitions)
+        current = _schema_fingerprint(schema)
+        legacy = _schema_fingerprint(_self_contained(document, definitions, LEGACY_BARE_NAMES))
+        parsed[name] = RecordType(name, fastavro.parse_schema(schema), current,
+                                  () if legacy == current else (legacy,))
     return parsed
 
 
@@ -91,8 +207,10 @@ class Codec:
 
     def __init__(self, types: Iterable[RecordType]) -> None:
         self._by_name = {t.name: t for t in types}
-        self._by_fingerprint = {t.fingerprint: t for t in self._by_name.values()}
-        if len(self._by_fingerprint) != len(self._by_name):
+        self._by_fingerprint = {fp: t for t in self._by_name.values()
+                                for fp in (t.fingerprint, *t.legacy_fingerprints)}
+        if len(self._by_fingerprint) != sum(1 + len(t.legacy_fingerprints)
+                                            for t in self._by_name.values()):
             raise SchemaParseException("two schemas share one fingerprint")
 
     @classmethod
