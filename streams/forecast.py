@@ -8,8 +8,8 @@ from every completed action at three levels:
    maximum, at a high quantile) bounds the allocation: runs of one configuration differ more from
    each other than actions within a run do;
 2. **this workflow type and action type** across runs — a high quantile of the peaks (``model``);
-3. **this action type in any workflow type** — the same program elsewhere, when the workflow type
-   is new (``historical``).
+3. **this program in any configuration or workflow type** — when the action type is new to the
+   workflow type and ``borrow`` is on, as for the baselines (``historical``).
 
 With none of these, the user's request or the default is used (``manual``). A retry (attempt
 ``n`` > 1) gets ``2^(n-1)`` times the memory: it most likely follows running out of it. Memory is
@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streams.sizing import MINIMUM_ALLOCATION, TaskContext, cold_start
+from streams.sizing import (
+    MINIMUM_ALLOCATION,
+    Key,
+    TaskContext,
+    borrowed_key_of,
+    cold_start,
+    key_of,
+)
 
 MODEL = "model"
 HISTORICAL = "historical"
@@ -148,16 +155,19 @@ class Forecaster:
     small_sample_margin: float = 0.5
     """Headroom over the largest peak while a level has few observations (shrinks as it grows)."""
     window: int = 2000
+    borrow: bool = True
+    """Whether a new action type may borrow from the same program elsewhere (``borrowed_key_of``),
+    as every baseline may."""
     name: str = "shadowflow"
-    _by_type: dict[tuple[str, str, str], _Window] = field(default_factory=dict)
-    _by_action: dict[tuple[str, str], _Window] = field(default_factory=dict)
+    _by_type: dict[Key, _Window] = field(default_factory=dict)
+    _by_action: dict[Key, _Window] = field(default_factory=dict)
     _run_max: dict[tuple[str, str, str], tuple[float, int]] = field(default_factory=dict)
     _growth: dict[str, _Window] = field(default_factory=dict)
 
     def forecast(self, task: TaskContext, resource: str) -> Forecast:
         """The allocation for ``resource`` of ``task``, before it starts."""
         q = self.memory_quantile if resource == "memory" else self.cpu_quantile
-        typed = self._by_type.get((task.workflow_type, task.action_type, resource))
+        typed = self._by_type.get(key_of(task, resource))
         if typed is not None and len(typed) >= self.min_samples and typed.covers(task.input_bytes):
             amount = typed.high(task.input_bytes, q, self.small_sample_margin)
             basis, source, coverage_of = "type", MODEL, typed
@@ -165,7 +175,7 @@ class Forecaster:
             if run_bound is not None and run_bound < amount:
                 amount, basis = run_bound, "run"
         else:
-            anywhere = self._by_action.get((task.action_type, resource))
+            anywhere = self._by_action.get(borrowed_key_of(task, resource))
             if (anywhere is not None and len(anywhere) >= self.min_samples
                     and anywhere.covers(task.input_bytes)):
                 amount = anywhere.high(task.input_bytes, q, self.small_sample_margin)
@@ -200,8 +210,8 @@ class Forecaster:
         return self.percentile(task, resource, 0.5)
 
     def _level(self, task: TaskContext, resource: str) -> _Window | None:
-        for window in (self._by_type.get((task.workflow_type, task.action_type, resource)),
-                       self._by_action.get((task.action_type, resource))):
+        for window in (self._by_type.get(key_of(task, resource)),
+                       self._by_action.get(borrowed_key_of(task, resource))):
             if window is not None and len(window) >= self.min_samples and window.covers(
                     task.input_bytes):
                 return window
@@ -214,10 +224,11 @@ class Forecaster:
     def observe(self, task: TaskContext, resource: str, actual: float, allocated: float,
                 runtime_s: float) -> None:
         """Learn from a completed action's peak."""
-        type_key = (task.workflow_type, task.action_type, resource)
-        self._by_type.setdefault(type_key, _Window(self.window)).add(task.input_bytes, actual)
-        self._by_action.setdefault((task.action_type, resource), _Window(self.window)).add(
+        self._by_type.setdefault(key_of(task, resource), _Window(self.window)).add(
             task.input_bytes, actual)
+        if self.borrow:
+            self._by_action.setdefault(borrowed_key_of(task, resource), _Window(self.window)).add(
+                task.input_bytes, actual)
         run_key = (task.run_id, task.action_type, resource)
         previous, count = self._run_max.get(run_key, (0.0, 0))
         if count >= self.min_run_samples and previous > 0:
