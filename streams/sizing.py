@@ -345,11 +345,11 @@ class WittLinearRegression(KeyedMethod):
 
 def linear_fit_with_offset(samples: list[tuple[float, float, float]]
                            ) -> Callable[[float], float]:
-    """The line through (input size, peak) of ``samples`` raised by its largest residual; with
-    one input size only, the largest peak."""
+    """The line through (input size, peak) of ``samples`` raised by its largest residual; while
+    the input sizes seen differ by less than 10% (no slope to learn), the largest peak."""
     pairs = np.asarray([(x, y) for x, y, _ in samples], dtype=float)
     x, y = pairs[:, 0], pairs[:, 1]
-    if np.ptp(x) == 0:
+    if np.ptp(x) <= 0.1 * x.max():
         largest = float(y.max())
         return lambda input_bytes: largest
     slope, intercept = np.polyfit(x, y, 1)
