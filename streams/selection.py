@@ -22,8 +22,8 @@ from streams.sizing import baselines
 from streams.traces import Trace
 
 GRID: tuple[dict[str, Any], ...] = tuple(
-    {"memory_quantile": q, "min_samples": n, "small_sample_margin": m}
-    for q, n, m in product((0.99, 0.995, 0.999), (1, 3), (0.25, 0.5)))
+    {"memory_quantile": q, "min_samples": n, "small_sample_margin": m, "extrapolation_slope": e}
+    for q, n, m, e in product((0.99, 0.999), (1, 3), (0.25, 0.5), (0.0, 1.0, 1.5)))
 """The forecaster's parameters to choose from."""
 
 UNDER_WEIGHT = 0.5
