@@ -170,7 +170,7 @@ class Forecaster:
     """Completions of an action type in a run before the run's own maximum bounds the next."""
     small_sample_margin: float = 0.5
     """Headroom over the largest peak while a level has few observations (shrinks as it grows)."""
-    extrapolation_slope: float = 1.5
+    extrapolation_slope: float = 0.0
     """For an input over 1.5 times the largest seen: the largest log-log slope at which the
     estimate grows with the input (0: such an input is not sized from what was learned)."""
     window: int = 2000
