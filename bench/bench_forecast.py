@@ -1,4 +1,5 @@
-"""Forecasting: the evaluation table on the shared traces, and the cost of predict + update.
+"""Forecasting: leave-one-family-out on the shared traces (run orders name and random), and the
+cost of predict + update.
 
 Cost reference, measured in the same run: the simplest learning baseline (max seen so far) doing
 the same predict + update calls on the same tasks.
@@ -13,12 +14,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streams.forecasting.evaluation import evaluate
+from streams.forecasting.evaluation import sizing_context
 from streams.forecasting.forecaster import Forecaster
-from streams.forecasting.sizing import MaxSeen, TaskContext, baselines
+from streams.forecasting.selection import leave_one_family_out
+from streams.forecasting.sizing import MaxSeen
 from streams.traces.formats import load_trace
 from streams.traces.schedule import schedule
-from topology.evaluate import table, trace_files
+from topology.evaluate import lofo_table, trace_files
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
 
@@ -29,8 +31,7 @@ def cost_per_action(traces, method_factory) -> float:
     for index, trace in enumerate(traces):
         for slot in schedule(trace):
             t = slot.task
-            tasks.append((TaskContext(trace.workflow_type, f"{trace.name}#{index}", t.task_type,
-                                      input_bytes=float(t.input_bytes), order=slot.order),
+            tasks.append((sizing_context(trace, slot, f"{trace.name}#{index}", slot.start_s),
                           float(t.memory_bytes or 0), float(t.cpu_cores or 0), t.runtime_s))
     best = float("inf")
     for _ in range(3):
@@ -47,8 +48,8 @@ def cost_per_action(traces, method_factory) -> float:
 
 def main() -> None:
     traces = [load_trace(p) for p in trace_files([str(TRACES)])]
-    result = evaluate(traces, [*baselines(), Forecaster()])
-    print(table(result, len(traces)))
+    for order in ("name", "random"):
+        print(lofo_table(leave_one_family_out(traces, order)), end="\n\n")
     ours = cost_per_action(traces, Forecaster)
     reference = cost_per_action(traces, MaxSeen)
     print(f"\npredict + update, memory and CPU, per action: shadowflow {ours:.1f} µs, "

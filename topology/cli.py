@@ -72,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
                             help="WfFormat JSON or Nextflow trace files, or folders of them "
                             "(runs are taken in the order given, folders sorted)")
     evaluation.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    evaluation.add_argument("--order", action="append", choices=("name", "size", "random"),
+                            help="run order: by file name, by size (fewest tasks first), or "
+                            "shuffled with --seed (default name; with --lofo: name and random; "
+                            "repeat for several)")
+    evaluation.add_argument("--seed", type=int, default=0, help="seed of the random order")
+    evaluation.add_argument("--lofo", action="store_true",
+                            help="leave one family (trace folder) out: choose the forecaster's "
+                            "parameters without it, score it, beside the in-sample choice")
     evaluation.set_defaults(run=_evaluate)
 
     replay = commands.add_parser(
@@ -174,7 +182,8 @@ def _config(settings: Settings, args: argparse.Namespace) -> int:
 
 def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from topology.evaluate import run_evaluation
-    return run_evaluation(args.paths, args.json)
+    return run_evaluation(args.paths, args.json, orders=args.order, seed=args.seed,
+                          lofo=args.lofo)
 
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:

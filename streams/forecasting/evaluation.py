@@ -1,8 +1,10 @@
 """Offline evaluation of sizing methods on real traces (``shadowflow evaluate``).
 
-Runs are taken one after another in the order given; within a run, tasks start on the trace's
-schedule (``traces.schedule``). Each task is sized when it starts, by every method, using only
-tasks that completed before (completions at the same instant count as before). Memory:
+Runs are taken one after another (``order_runs``: by name, by size, or shuffled); within a run,
+tasks start on the trace's schedule (``traces.schedule``). Each task is sized when it starts, by
+every method, from what is known at that moment and nothing else (``sizing_context``: its type,
+run, input file sizes and request, never its own peak, runtime or what it read while running) and
+what completed before (completions at the same instant count as before). Memory:
 
 - a task whose peak exceeds its allocation fails and is retried at double the allocation until it
   fits; every failed attempt wastes its allocation for the task's runtime;
@@ -16,8 +18,9 @@ the allocated core-hours, and the share of tasks given fewer cores than they use
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from streams.forecasting.sizing import MINIMUM_ALLOCATION, SizingMethod, TaskContext
 from streams.traces.formats import Trace
@@ -104,12 +107,39 @@ class Evaluation:
     methods: list[str]
     per_file: dict[str, dict[str, Outcome]] = field(default_factory=dict)
     overall: dict[str, Outcome] = field(default_factory=dict)
+    allocations: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+    """(run id, task id) -> method -> the task's first memory allocation."""
 
     def to_json(self) -> dict[str, object]:
         """``{"files": {path: {method: figures}}, "overall": {method: figures}}``."""
         return {"files": {path: {m: o.to_json() for m, o in outcomes.items()}
                           for path, outcomes in self.per_file.items()},
                 "overall": {m: o.to_json() for m, o in self.overall.items()}}
+
+
+ORDERS = ("name", "size", "random")
+
+
+def order_runs(traces: Sequence[Trace], order: str = "name", seed: int = 0) -> list[Trace]:
+    """The runs in the order they are evaluated: ``name`` (by file name), ``size`` (fewest tasks
+    first, then least input), or ``random`` (the name order shuffled with ``seed``)."""
+    by_name = sorted(traces, key=lambda t: (t.name, str(t.path)))
+    if order == "name":
+        return by_name
+    if order == "size":
+        return sorted(by_name, key=lambda t: (len(t.tasks), sum(x.input_bytes for x in t.tasks)))
+    if order == "random":
+        random.Random(seed).shuffle(by_name)
+        return by_name
+    raise ValueError(f"unknown run order {order!r} (one of {', '.join(ORDERS)})")
+
+
+def sizing_context(trace: Trace, slot: Slot, run_id: str, now_s: float) -> TaskContext:
+    """What is known of a task when it is sized: its workflow and action type, run, position,
+    input file sizes and request. Never its peak, runtime or what it read while running."""
+    task = slot.task
+    return TaskContext(trace.workflow_type, run_id, task.task_type, 1, float(task.input_bytes),
+                       slot.order, task.requested_memory_bytes, now_s)
 
 
 def evaluate(traces: Sequence[Trace], methods: Sequence[SizingMethod],
@@ -123,7 +153,7 @@ def evaluate(traces: Sequence[Trace], methods: Sequence[SizingMethod],
         run_id = f"{trace.name}#{index}"
         placed = schedule(trace, slots)
         outcomes = {m.name: Outcome() for m in methods}
-        _run(trace, run_id, placed, methods, outcomes, clock)
+        _run(trace, run_id, placed, methods, outcomes, clock, result.allocations)
         clock += max((s.end_s for s in placed), default=0.0)
         result.per_file[str(trace.path)] = outcomes
         for name, outcome in outcomes.items():
@@ -134,7 +164,8 @@ def evaluate(traces: Sequence[Trace], methods: Sequence[SizingMethod],
 
 
 def _run(trace: Trace, run_id: str, placed: list[Slot], methods: Sequence[SizingMethod],
-         outcomes: dict[str, Outcome], clock: float) -> None:
+         outcomes: dict[str, Outcome], clock: float,
+         allocations: dict[tuple[str, str], dict[str, float]]) -> None:
     # Completions at an instant come before starts at it (a child may use its parent's result),
     # but a zero-length task completes after it starts.
     events = sorted([(s.start_s, 1, s.order) for s in placed] +
@@ -142,13 +173,12 @@ def _run(trace: Trace, run_id: str, placed: list[Slot], methods: Sequence[Sizing
     by_order = {s.order: s for s in placed}
     given: dict[tuple[str, int], tuple[float, float]] = {}
     stated: dict[tuple[str, int], float] = {}
+    contexts: dict[int, TaskContext] = {}
     for at, kind, order in events:
-        slot = by_order[order]
-        task = slot.task
-        context = TaskContext(trace.workflow_type, run_id, task.task_type, 1,
-                              float(task.input_bytes), order, task.requested_memory_bytes,
-                              clock + at)
+        task = by_order[order].task
         if kind == 1:
+            context = contexts[order] = sizing_context(trace, by_order[order], run_id, clock + at)
+            first = allocations.setdefault((run_id, task.task_id), {})
             for method in methods:
                 forecast = getattr(method, "forecast", None)
                 if forecast is not None:  # a method that states its confidence
@@ -160,7 +190,9 @@ def _run(trace: Trace, run_id: str, placed: list[Slot], methods: Sequence[Sizing
                 given[(method.name, order)] = (
                     max(memory_amount, MINIMUM_ALLOCATION["memory"]),
                     max(method.allocate(context, "cpu"), MINIMUM_ALLOCATION["cpu"]))
+                first[method.name] = given[(method.name, order)][0]
             continue
+        context = replace(contexts.pop(order), now_s=clock + at)  # learnt at completion
         for method in methods:
             memory, cpu = given.pop((method.name, order))
             outcome = outcomes[method.name]

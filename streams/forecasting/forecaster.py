@@ -8,8 +8,8 @@ from every completed action at three levels:
    maximum, at a high quantile) bounds the allocation: runs of one configuration differ more from
    each other than actions within a run do;
 2. **this workflow type and action type** across runs — a high quantile of the peaks (``model``);
-3. **this action type in any workflow type** — the same program elsewhere, when the workflow type
-   is new (``historical``).
+3. **this program in any configuration or workflow type** — when the action type is new to the
+   workflow type and ``borrow`` is on, as for the baselines (``historical``).
 
 With none of these, the user's request or the default is used (``manual``). A retry (attempt
 ``n`` > 1) gets ``2^(n-1)`` times the memory: it most likely follows running out of it. Memory is
@@ -24,10 +24,18 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 import numpy as np
 
-from streams.forecasting.sizing import MINIMUM_ALLOCATION, TaskContext, cold_start
+from streams.forecasting.sizing import (
+    MINIMUM_ALLOCATION,
+    Key,
+    TaskContext,
+    borrowed_key_of,
+    cold_start,
+    key_of,
+)
 
 MODEL = "model"
 HISTORICAL = "historical"
@@ -83,16 +91,28 @@ class _Window:
         return len(self.values)
 
     def covers(self, input_bytes: float, slack: float = math.log(1.5)) -> bool:
-        """Whether ``input_bytes`` is within what was seen (up to 50% above the largest):
-        beyond that, what was learned says little about the peak, so it is not used."""
-        return not input_bytes or math.log1p(input_bytes) <= self._max_input + slack
+        """Whether ``input_bytes`` is within what was seen (up to 50% above the largest), or
+        input sizes are unknown (0) here or in what was seen."""
+        return (not input_bytes or not self._max_input
+                or math.log1p(input_bytes) <= self._max_input + slack)
 
-    def high(self, input_bytes: float, q: float, margin: float) -> float:
-        """A high estimate of the peak for a task with ``input_bytes``."""
+    def high(self, input_bytes: float, q: float, margin: float, max_slope: float = 0.0,
+             max_growth: float = 8.0) -> float:
+        """A high estimate of the peak for a task with ``input_bytes``. Beyond the inputs seen
+        (``covers``), the estimate at the largest input seen grows with the input at the fitted
+        log-log slope, or ``max_slope`` where there is no fit, capped at ``max_slope``, and by
+        ``max_growth`` times at most."""
         self._refit()
+        if self.covers(input_bytes):
+            return self._high_at(math.log1p(max(input_bytes, 0.0)), q, margin)
+        slope = max_slope if self._fit is None else min(max(self._fit[0], 0.0), max_slope)
+        growth = math.exp(slope * (math.log1p(input_bytes) - self._max_input))
+        return self._high_at(self._max_input, q, margin) * min(growth, max_growth)
+
+    def _high_at(self, logged_input: float, q: float, margin: float) -> float:
         spread = self._spread
         n = len(spread)
-        centre = self._centre(input_bytes)
+        centre = self._centre_logged(logged_input)
         if n * (1 - q) >= 1:
             return math.exp(centre + _sorted_quantile(spread, q))
         # Few observations: the largest, with headroom shrinking as evidence grows.
@@ -106,10 +126,13 @@ class _Window:
         return (below + 1) / (len(self._spread) + 2)
 
     def _centre(self, input_bytes: float) -> float:
+        return self._centre_logged(math.log1p(max(input_bytes, 0.0)))
+
+    def _centre_logged(self, logged_input: float) -> float:
         if self._fit is None:
             return 0.0
         slope, intercept = self._fit
-        return slope * math.log1p(max(input_bytes, 0.0)) + intercept
+        return slope * logged_input + intercept
 
     def _refit(self) -> None:
         if self._new == 0 or (len(self._spread) and
@@ -147,28 +170,35 @@ class Forecaster:
     """Completions of an action type in a run before the run's own maximum bounds the next."""
     small_sample_margin: float = 0.5
     """Headroom over the largest peak while a level has few observations (shrinks as it grows)."""
+    extrapolation_slope: float = 0.0
+    """For an input over 1.5 times the largest seen: the largest log-log slope at which the
+    estimate grows with the input (0: such an input is not sized from what was learned)."""
     window: int = 2000
+    borrow: bool = True
+    """Whether a new action type may borrow from the same program elsewhere (``borrowed_key_of``),
+    as every baseline may."""
     name: str = "shadowflow"
-    _by_type: dict[tuple[str, str, str], _Window] = field(default_factory=dict)
-    _by_action: dict[tuple[str, str], _Window] = field(default_factory=dict)
+    _by_type: dict[Key, _Window] = field(default_factory=dict)
+    _by_action: dict[Key, _Window] = field(default_factory=dict)
     _run_max: dict[tuple[str, str, str], tuple[float, int]] = field(default_factory=dict)
     _growth: dict[str, _Window] = field(default_factory=dict)
 
     def forecast(self, task: TaskContext, resource: str) -> Forecast:
         """The allocation for ``resource`` of ``task``, before it starts."""
         q = self.memory_quantile if resource == "memory" else self.cpu_quantile
-        typed = self._by_type.get((task.workflow_type, task.action_type, resource))
-        if typed is not None and len(typed) >= self.min_samples and typed.covers(task.input_bytes):
-            amount = typed.high(task.input_bytes, q, self.small_sample_margin)
+        typed = self._by_type.get(key_of(task, resource))
+        if self._usable(typed, task):
+            amount = typed.high(task.input_bytes, q, self.small_sample_margin,
+                                self.extrapolation_slope)
             basis, source, coverage_of = "type", MODEL, typed
             run_bound = self._run_bound(task, resource, q)
             if run_bound is not None and run_bound < amount:
                 amount, basis = run_bound, "run"
         else:
-            anywhere = self._by_action.get((task.action_type, resource))
-            if (anywhere is not None and len(anywhere) >= self.min_samples
-                    and anywhere.covers(task.input_bytes)):
-                amount = anywhere.high(task.input_bytes, q, self.small_sample_margin)
+            anywhere = self._by_action.get(borrowed_key_of(task, resource))
+            if self._usable(anywhere, task):
+                amount = anywhere.high(task.input_bytes, q, self.small_sample_margin,
+                                       self.extrapolation_slope)
                 basis, source, coverage_of = "action", HISTORICAL, anywhere
             else:
                 amount = cold_start(task, resource)
@@ -181,6 +211,12 @@ class Forecaster:
             # A retry most likely follows running out of memory: double per earlier attempt.
             amount *= 2 ** (task.attempt - 1)
         return Forecast(amount, confidence, source, basis)
+
+    def _usable(self, window: _Window | None, task: TaskContext) -> TypeGuard[_Window]:
+        """Whether ``window`` has enough observations, and covers the task's input or may
+        extrapolate to it."""
+        return (window is not None and len(window) >= self.min_samples
+                and (self.extrapolation_slope > 0 or window.covers(task.input_bytes)))
 
     def knows(self, task: TaskContext, resource: str) -> bool:
         """Whether anything learned applies to ``task`` (else ``forecast`` is the default)."""
@@ -200,8 +236,8 @@ class Forecaster:
         return self.percentile(task, resource, 0.5)
 
     def _level(self, task: TaskContext, resource: str) -> _Window | None:
-        for window in (self._by_type.get((task.workflow_type, task.action_type, resource)),
-                       self._by_action.get((task.action_type, resource))):
+        for window in (self._by_type.get(key_of(task, resource)),
+                       self._by_action.get(borrowed_key_of(task, resource))):
             if window is not None and len(window) >= self.min_samples and window.covers(
                     task.input_bytes):
                 return window
@@ -214,10 +250,11 @@ class Forecaster:
     def observe(self, task: TaskContext, resource: str, actual: float, allocated: float,
                 runtime_s: float) -> None:
         """Learn from a completed action's peak."""
-        type_key = (task.workflow_type, task.action_type, resource)
-        self._by_type.setdefault(type_key, _Window(self.window)).add(task.input_bytes, actual)
-        self._by_action.setdefault((task.action_type, resource), _Window(self.window)).add(
+        self._by_type.setdefault(key_of(task, resource), _Window(self.window)).add(
             task.input_bytes, actual)
+        if self.borrow:
+            self._by_action.setdefault(borrowed_key_of(task, resource), _Window(self.window)).add(
+                task.input_bytes, actual)
         run_key = (task.run_id, task.action_type, resource)
         previous, count = self._run_max.get(run_key, (0.0, 0))
         if count >= self.min_run_samples and previous > 0:

@@ -4,14 +4,16 @@ Nextflow trace files.
 A WfFormat trace gives each task's type, DAG parents and measured aggregates (runtime, average CPU,
 peak memory, bytes read and written), but no per-task start time: schedules built from it are
 reconstructions (``traces.schedule``). A Nextflow trace has real submit/start/complete times and
-the memory the user requested, but no DAG.
+the memory the user requested, but no DAG and no input sizes.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,11 @@ class TraceTask:
     cpu_cores: float | None
     memory_bytes: int | None
     read_bytes: int | None
+    """Bytes the task read while running (Nextflow's ``rchar``): a measurement, not an input."""
     written_bytes: int | None
     input_bytes: int
+    """Total size of the task's input files, known before it starts (WfFormat ``inputFiles``);
+    0 where the trace does not say."""
     requested_memory_bytes: int | None = None
     """What the user asked for (Nextflow's ``memory`` column), when known."""
     start_s: float | None = None
@@ -131,29 +136,36 @@ def _parents_first(tasks: list[TraceTask]) -> list[TraceTask]:
     return ordered
 
 
-_SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4, "PB": 1024**5}
+_SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4, "PB": 1024**5,
+               "EB": 1024**6}
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([KMGTPE]?B)?", re.IGNORECASE)
 _TIME_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _TIME_PART = re.compile(r"([\d.]+)\s*(ms|s|m|h|d)")
+_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+
+
+def _blank(text: str) -> bool:
+    return text in ("", "-")
 
 
 def parse_size(text: str) -> int | None:
     """Nextflow's ``1.5 GB``, ``512 MB``, ``0`` or raw bytes; ``None`` for ``-`` or empty."""
     text = text.strip()
-    if text in ("", "-"):
+    if _blank(text):
         return None
-    number, _, unit = text.partition(" ")
-    try:
-        return round(float(number) * _SIZE_UNITS[unit.strip().upper() or "B"])
-    except (ValueError, KeyError):
-        raise TraceError(f"not a size: {text!r}") from None
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise TraceError(f"not a size: {text!r}")
+    number, unit = match.groups()
+    return round(float(number) * _SIZE_UNITS[(unit or "B").upper()])
 
 
 def parse_duration(text: str) -> float | None:
     """Nextflow's ``1h 2m 3s``, ``350ms``, ``12.5s`` or raw milliseconds, in seconds."""
     text = text.strip()
-    if text in ("", "-"):
+    if _blank(text):
         return None
-    if text.replace(".", "", 1).isdigit():
+    if _NUMBER.fullmatch(text):
         return float(text) / 1000.0
     parts = _TIME_PART.findall(text)
     if not parts or "".join(f"{n}{u}" for n, u in parts) != text.replace(" ", ""):
@@ -161,15 +173,25 @@ def parse_duration(text: str) -> float | None:
     return sum(float(n) * _TIME_UNITS[u] for n, u in parts)
 
 
+def parse_percent(text: str) -> float | None:
+    """Nextflow's ``85.2%`` or raw ``85.2``, as a number (85.2); ``None`` for ``-`` or empty."""
+    text = text.strip()
+    if _blank(text):
+        return None
+    number = text.removesuffix("%").strip()
+    if not _NUMBER.fullmatch(number):
+        raise TraceError(f"not a percentage: {text!r}")
+    return float(number)
+
+
 def parse_timestamp(text: str) -> float | None:
     """Nextflow's ``2023-03-21 11:10:20.123`` (local time of the run) or raw epoch milliseconds,
     in seconds; ``None`` for ``-``."""
     text = text.strip()
-    if text in ("", "-"):
+    if _blank(text):
         return None
     if text.isdigit():
         return int(text) / 1000.0
-    from datetime import datetime
     for layout in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"):
         try:
             return datetime.strptime(text, layout).timestamp()
@@ -179,39 +201,59 @@ def parse_timestamp(text: str) -> float | None:
 
 
 def load_nextflow_trace(path: Path) -> Trace:
-    """Read a Nextflow trace file (tab-separated, with a header line). Completed and cached tasks
-    are kept; the task type is the ``process`` column (else ``name`` without its tag)."""
-    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
-    if not lines:
+    """Read a Nextflow trace file: tab- or comma-separated (told apart by the header line), with
+    raw numbers (``trace.raw = true``) or Nextflow's human-readable units; columns it does not use
+    are ignored. Completed and cached tasks are kept; the task type is the ``process`` column
+    (else ``name`` without its tag). ``rchar``/``wchar`` are what a task read and wrote while
+    running: kept as measurements, never as the task's input size (unknown when it is sized)."""
+    numbered = [(n, line) for n, line in enumerate(Path(path).read_text().splitlines(), start=1)
+                if line.strip()]
+    if not numbered:
         raise TraceError(f"{path}: empty trace file")
-    header = [h.strip() for h in lines[0].split("\t")]
+    delimiter = "\t" if "\t" in numbered[0][1] else ","
+    header = [h.strip() for h in _fields(numbered[0][1], delimiter)]
     if "realtime" not in header and "duration" not in header:
-        raise TraceError(f"{path}: not a Nextflow trace (no realtime or duration column)")
-    rows = [dict(zip(header, line.split("\t"), strict=False)) for line in lines[1:]]
+        raise TraceError(f"{path}: line {numbered[0][0]}: not a Nextflow trace header "
+                         "(no realtime or duration column)")
     tasks: list[TraceTask] = []
     starts: list[float | None] = []
-    for i, row in enumerate(rows):
-        status = row.get("status", "COMPLETED").strip()
-        if status not in ("COMPLETED", "CACHED"):
+    for number, line in numbered[1:]:
+        fields = _fields(line, delimiter)
+        if len(fields) != len(header):
+            raise TraceError(f"{path}: line {number}: {len(fields)} fields where the header has "
+                             f"{len(header)}")
+        row = dict(zip(header, fields, strict=True))
+        if row.get("status", "COMPLETED").strip() not in ("COMPLETED", "CACHED"):
             continue
         try:
-            realtime = parse_duration(row.get("realtime") or row.get("duration") or "-") or 0.0
-            cpu = row.get("%cpu", "-").strip().rstrip("%")
-            start = parse_timestamp(row.get("start") or row.get("submit") or "-")
-            process = (row.get("process") or row.get("name", f"task{i}").split(" (")[0]).strip()
-            read = parse_size(row.get("rchar", "-"))
-            tasks.append(TraceTask(
-                task_id=(row.get("task_id") or str(i + 1)).strip(), task_type=process,
-                parents=(), runtime_s=realtime,
-                cpu_cores=None if cpu in ("", "-") else float(cpu) / 100.0,
-                memory_bytes=parse_size(row.get("peak_rss", "-")), read_bytes=read,
-                written_bytes=parse_size(row.get("wchar", "-")), input_bytes=read or 0,
-                requested_memory_bytes=parse_size(row.get("memory", "-"))))
-            starts.append(start)
-        except (TraceError, ValueError) as exc:
-            raise TraceError(f"{path}: line {i + 2}: {exc}") from exc
+            task, start = _nextflow_task(row, number)
+        except TraceError as exc:
+            raise TraceError(f"{path}: line {number}: {exc}") from None
+        tasks.append(task)
+        starts.append(start)
     if all(s is not None for s in starts) and starts:
         origin = min(s for s in starts if s is not None)
         tasks = [replace(t, start_s=s - origin) for t, s in zip(tasks, starts, strict=True)]
         tasks.sort(key=lambda t: (t.start_s, t.task_id))
     return Trace(Path(path).stem, configuration(Path(path)), Path(path), tuple(tasks))
+
+
+def _fields(line: str, delimiter: str) -> list[str]:
+    return next(csv.reader([line], delimiter=delimiter))
+
+
+def _nextflow_task(row: dict[str, str], number: int) -> tuple[TraceTask, float | None]:
+    """One trace row as a task, and its real start (epoch seconds) when the row has one."""
+    cpu = parse_percent(row.get("%cpu", "-"))
+    process = (row.get("process") or row.get("name", f"task{number}").split(" (")[0]).strip()
+    if not process:
+        raise TraceError("no process or name")
+    task = TraceTask(
+        task_id=(row.get("task_id") or str(number)).strip(), task_type=process, parents=(),
+        runtime_s=parse_duration(row.get("realtime") or row.get("duration") or "-") or 0.0,
+        cpu_cores=None if cpu is None else cpu / 100.0,
+        memory_bytes=parse_size(row.get("peak_rss", "-")),
+        read_bytes=parse_size(row.get("rchar", "-")),
+        written_bytes=parse_size(row.get("wchar", "-")), input_bytes=0,
+        requested_memory_bytes=parse_size(row.get("memory", "-")))
+    return task, parse_timestamp(row.get("start") or row.get("submit") or "-")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from streams.forecasting.forecaster import HISTORICAL, MANUAL, MODEL, Forecaster
 from streams.forecasting.sizing import DEFAULT_ALLOCATION, TaskContext
 
@@ -38,12 +40,20 @@ def test_from_default_to_the_action_elsewhere_to_the_workflow_type() -> None:
     assert 0.5 < typed.confidence <= 1.0
 
 
-def test_an_input_far_beyond_anything_seen_is_not_sized_from_it() -> None:
-    forecaster = Forecaster()
+def test_an_input_far_beyond_anything_seen_is_extrapolated_with_a_capped_slope() -> None:
+    forecaster = Forecaster(extrapolation_slope=1.0)
     _learn(forecaster, _task(input_bytes=1e6), [15 * MB] * 20)
-    assert forecaster.forecast(_task(input_bytes=1.2e6), "memory").source == MODEL
-    beyond = forecaster.forecast(_task(input_bytes=9e6), "memory")
-    assert beyond.source == MANUAL  # neither level covers an input 9 times larger
+    near = forecaster.forecast(_task(input_bytes=1.2e6), "memory")
+    assert near.source == MODEL
+    beyond = forecaster.forecast(_task(input_bytes=5e6), "memory")
+    # No slope learnt (one input size): the cap, here proportional to the input...
+    assert beyond.source == MODEL and beyond.amount == pytest.approx(near.amount * 5, rel=1e-3)
+    # ... growing 8 times at most.
+    far = forecaster.forecast(_task(input_bytes=1e9), "memory")
+    assert far.amount == pytest.approx(near.amount * 8, rel=1e-3)
+    giving_up = Forecaster(extrapolation_slope=0.0)
+    _learn(giving_up, _task(input_bytes=1e6), [15 * MB] * 20)
+    assert giving_up.forecast(_task(input_bytes=9e6), "memory").source == MANUAL
 
 
 def test_input_size_is_used_when_it_explains_the_peaks() -> None:
