@@ -37,9 +37,9 @@ from streams.forecasting.sizing import (
     key_of,
 )
 
-MODEL = "model"
-HISTORICAL = "historical"
-MANUAL = "manual"
+MODEL = "MODEL"
+HISTORICAL = "HISTORICAL"
+MANUAL = "MANUAL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,10 +217,6 @@ class Forecaster:
         extrapolate to it."""
         return (window is not None and len(window) >= self.min_samples
                 and (self.extrapolation_slope > 0 or window.covers(task.input_bytes)))
-
-    def knows(self, task: TaskContext, resource: str) -> bool:
-        """Whether anything learned applies to ``task`` (else ``forecast`` is the default)."""
-        return self._level(task, resource) is not None
 
     def percentile(self, task: TaskContext, resource: str, q: float) -> float | None:
         """The plain ``q`` percentile of past peaks at the first level that knows the task (no

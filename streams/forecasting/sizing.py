@@ -29,8 +29,6 @@ MINIMUM_ALLOCATION = {"memory": 1024**2, "cpu": 0.01, "network": 0.0, "cost": 0.
 """No method gives less than this (1 MiB, a hundredth of a core): traces hold zero peaks, and an
 allocation of zero could never be doubled into enough."""
 
-RESOURCES = ("memory", "cpu")
-
 
 @dataclass(frozen=True, slots=True)
 class TaskContext:
@@ -362,8 +360,3 @@ def baselines(borrow: bool = True) -> list[SizingMethod]:
     workflow types for a cold start (``borrowed_key_of``)."""
     return [UserRequest(), MaxSeen(borrow), LastPlus15(borrow), DecayingHistogramP90(borrow),
             MinWasteFirstAllocation(borrow), WittLinearRegression(borrow)]
-
-
-def names(methods: Iterable[SizingMethod]) -> list[str]:
-    """The methods' names."""
-    return [m.name for m in methods]

@@ -340,7 +340,7 @@ class ShadowWorkflows:
         effects.feedback.append(result)
         # Exceeding the allocation always alerts; a learned forecast also alerts when it missed
         # by more than the ratio (a manual default is expected to miss).
-        if under or (prediction.source != MANUAL.upper()
+        if under or (prediction.source != MANUAL
                      and deviation > math.log(self.config.miss_alert_ratio)):
             what = "exceeded its memory allocation" if under else "missed its forecast"
             message = (f"{action.action_type} {what}: used {_show(actual)}, forecast "
@@ -398,7 +398,7 @@ class ShadowWorkflows:
         effects.commands += commands
         effects.alerts += alerts
         effects.predictions.append((run, prediction))
-        if (prediction.source == MANUAL.upper()
+        if (prediction.source == MANUAL
                 and (run.workflow_type, action_type) not in self._sizing_alerted):
             self._sizing_alerted.add((run.workflow_type, action_type))
             effects.alerts.append(Alert(run.workflow_id, run.run_id, action_id,
@@ -415,14 +415,14 @@ class ShadowWorkflows:
                      for r in RESOURCE_CLASSES}
         allocation = {r: f.amount for r, f in forecasts.items()}
         memory = forecasts["memory_bytes"]
-        source, confidence = memory.source.upper(), memory.confidence
+        source, confidence = memory.source, memory.confidence
         if memory.source != MANUAL and confidence < self.config.confidence_threshold:
             # Not confident: a percentile of the past actuals of this action type instead.
             fallback = self.forecaster.percentile(context, "memory",
                                                   self.forecaster.memory_quantile)
             if fallback is not None:
                 allocation["memory_bytes"] = fallback
-                source = HISTORICAL.upper()
+                source = HISTORICAL
         return Prediction(action.action_id, action.action_type, forecasts, allocation, source,
                           confidence, None, now_ms, likely)
 
