@@ -79,22 +79,25 @@ def workflow_event_columns(located: Sequence[LocatedEvent]) -> list[list[Any]]:
 
 def anomaly_columns(anomalies: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     """``anomalies`` columns for ``Anomaly`` records (values of variables as JSON text)."""
-    columns: list[list[Any]] = [[] for _ in ANOMALIES.columns]
-    for a in anomalies:
-        variables = a["variables"]
-        row = (
-            stable_int(a["kind"], a["workflow_id"], a["run_id"], a["sequence"],
-                   a.get("action_id") or ""), a["anomaly_id"],
-            a["workflow_id"], a["run_id"], a["sequence"], a["kind"], a["severity"], a["score"],
-            a["detected_ms"], a["message"], a.get("action_id") or "",
-            [v["name"] for v in variables],
-            [v["status"] for v in variables], [json.dumps(v["primary"]) for v in variables],
-            [json.dumps(v["mirror"]) for v in variables], [v["weight"] for v in variables],
-            [v["contribution"] for v in variables],
-        )
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    return columns
+    return columns_of(ANOMALIES, [_anomaly_row(a) for a in anomalies])
+
+
+def _anomaly_row(a: Mapping[str, Any]) -> dict[str, Any]:
+    variables = a["variables"]
+    action_id = a.get("action_id") or ""
+    return {
+        "row_id": stable_int(a["kind"], a["workflow_id"], a["run_id"], a["sequence"], action_id),
+        "anomaly_id": a["anomaly_id"], "workflow_id": a["workflow_id"], "run_id": a["run_id"],
+        "sequence": a["sequence"], "kind": a["kind"], "severity": a["severity"],
+        "score": a["score"], "detected_ms": a["detected_ms"], "message": a["message"],
+        "action_id": action_id,
+        "variables.name": [v["name"] for v in variables],
+        "variables.status": [v["status"] for v in variables],
+        "variables.primary_value": [json.dumps(v["primary"]) for v in variables],
+        "variables.mirror_value": [json.dumps(v["mirror"]) for v in variables],
+        "variables.weight": [v["weight"] for v in variables],
+        "variables.contribution": [v["contribution"] for v in variables],
+    }
 
 
 PREDICTIONS = TableSpec("predictions", (

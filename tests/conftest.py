@@ -7,6 +7,7 @@ Tests that need no services (pure logic) never start it.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,11 +28,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+# Lets two test sessions run side by side on one machine, each with its own stack.
+PORT_OFFSET = int(os.environ.get("SHADOWFLOW_TEST_PORT_OFFSET", "0"))
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[LocalStack]:
-    """The running test stack: a Tansu broker and a ClickHouse server of the tests' own."""
+    """The running test stack: a Tansu broker and a ClickHouse server of the tests' own, on
+    ports 29092, 29000 and 28123 (plus ``SHADOWFLOW_TEST_PORT_OFFSET``)."""
     with temporary_stack(
-            Settings(), "test", broker_port=29092, clickhouse_port=29000, http_port=28123,
+            Settings(), "test", broker_port=29092 + PORT_OFFSET,
+            clickhouse_port=29000 + PORT_OFFSET, http_port=28123 + PORT_OFFSET,
             clickhouse_database="shadowflow_test", session_timeout_seconds=6.0,
             consumer_batch_seconds=0.2, sink_flush_seconds=0.3, sink_retry_max_seconds=1.0,
             log_level="info") as local:
