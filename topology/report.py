@@ -5,9 +5,10 @@ time is at or after ``--since``. Printed as tables, written as JSON (``--json``)
 (``--out``). Given the faults file of a replay (``--faults``), detection is scored: precision and
 recall of the mirror's anomalies against the injected faults (``streams.traces.detection``).
 
-"Wastage by method" replays the recorded actual peaks, in the order they were recorded, through
-the baselines, and sets them beside the allocations the forecaster really made: an approximation
-(the baselines see the actions one after another, not in their real overlap), labelled as such.
+"Wastage by method" scores the allocations the forecaster really made beside the baselines run
+like for like, through ``shadowflow evaluate``'s protocol: each action sized when it started,
+from what completed before (its input size and request as scheduled), runs taken one after
+another in the order they started.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import re
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,11 @@ from clickhouse_driver import Client
 
 from schemas.records import SEVERITIES
 from sinks.clickhouse import connect
-from streams.forecasting.evaluation import memory_outcome
-from streams.forecasting.sizing import MINIMUM_ALLOCATION, TaskContext, baselines
+from streams.forecasting.evaluation import evaluate, memory_outcome
+from streams.forecasting.sizing import MINIMUM_ALLOCATION, baselines
 from streams.traces.detection import score_detection
 from streams.traces.faulty_primary import Fault
+from streams.traces.formats import Trace, TraceTask
 from topology.settings import Settings
 
 QUERIES: dict[str, str] = {
@@ -59,9 +62,16 @@ QUERIES: dict[str, str] = {
         "SELECT workflow_id, sequence FROM anomalies FINAL WHERE detected_ms >= %(since)s "
         "AND kind IN ('STATE_DEVIATION', 'MISSING_EVENTS')"),
     "actuals": (
-        "SELECT workflow_type, run_id, action_type, actual_memory_bytes, runtime_s, "
-        "predicted_memory_bytes FROM feedback FINAL WHERE recorded_ms >= %(since)s "
+        "SELECT workflow_id, run_id, workflow_type, action_id, action_type, actual_memory_bytes, "
+        "runtime_s, predicted_memory_bytes FROM feedback FINAL WHERE recorded_ms >= %(since)s "
         "ORDER BY recorded_ms, workflow_id, action_id"),
+    "action_times": (
+        "SELECT workflow_id, run_id, action_id, maxIf(timestamp_ms, kind = 'ACTION_STARTED'), "
+        "max(attributes.value[indexOf(attributes.key, 'input_bytes')]), "
+        "max(ifNull(declared_memory_bytes, 0)) FROM workflow_events FINAL "
+        "WHERE kind IN ('ACTION_SCHEDULED', 'ACTION_STARTED') AND workflow_id IN "
+        "(SELECT workflow_id FROM feedback "
+        "FINAL WHERE recorded_ms >= %(since)s) GROUP BY workflow_id, run_id, action_id"),
 }
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
@@ -127,7 +137,7 @@ def build_report(client: Client, since_ms: int, faults: list[Fault] | None = Non
     count, p50, p90, longest = run("lead_times")[0]
     report["lead_time_ms"] = {"actions": count, "p50": p50 if count else None,
                               "p90": p90 if count else None, "max": longest if count else None}
-    report["wastage_by_method"] = wastage_by_method(run("actuals"))
+    report["wastage_by_method"] = wastage_by_method(run("actuals"), run("action_times"))
     if faults is not None:
         score = score_detection(faults, run("detected"), window)
         report["detection"] = {"faults": score.faults, "anomalies": score.anomalies,
@@ -137,26 +147,46 @@ def build_report(client: Client, since_ms: int, faults: list[Fault] | None = Non
     return report
 
 
-def wastage_by_method(rows: list[tuple[Any, ...]]) -> dict[str, dict[str, float]]:
+def wastage_by_method(actuals: list[tuple[Any, ...]],
+                      started: list[tuple[Any, ...]]) -> dict[str, dict[str, float]]:
     """Memory wastage (GB·h) and under-provisioned share of the forecaster's real allocations,
-    and of each baseline replayed over the same recorded peaks in recorded order."""
-    methods = baselines()
-    totals = {m.name: [0.0, 0] for m in methods}
-    totals["shadowflow (recorded)"] = [0.0, 0]
-    for workflow_type, run_id, action_type, actual, runtime, predicted in rows:
-        context = TaskContext(workflow_type, run_id, action_type)
+    and of each baseline sized like for like (``recorded_runs``, ``evaluate``'s protocol)."""
+    recorded = [0.0, 0]
+    for *_, actual, runtime, predicted in actuals:
         waste, _ = memory_outcome(max(predicted, MINIMUM_ALLOCATION["memory"]), actual, runtime)
-        totals["shadowflow (recorded)"][0] += waste
-        totals["shadowflow (recorded)"][1] += predicted < actual
-        for method in methods:
-            allocation = max(method.allocate(context, "memory"), MINIMUM_ALLOCATION["memory"])
-            waste, _ = memory_outcome(allocation, actual, runtime)
-            totals[method.name][0] += waste
-            totals[method.name][1] += allocation < actual
-            method.observe(context, "memory", actual, allocation, runtime)
-    return {name: {"wastage_gbh": round(w, 6),
-                   "underprovisioned_share": round(u / len(rows), 6) if rows else 0.0}
-            for name, (w, u) in totals.items()}
+        recorded[0] += waste
+        recorded[1] += predicted < actual
+    figures = {}
+    if actuals:
+        result = evaluate(recorded_runs(actuals, started), baselines())
+        figures = {name: (o.wastage_gbh, o.underprovisioned_share)
+                   for name, o in result.overall.items()}
+    figures["shadowflow (recorded)"] = (recorded[0],
+                                        recorded[1] / len(actuals) if actuals else 0.0)
+    return {name: {"wastage_gbh": round(w, 6), "underprovisioned_share": round(u, 6)}
+            for name, (w, u) in figures.items()}
+
+
+def recorded_runs(actuals: list[tuple[Any, ...]],
+                  started: list[tuple[Any, ...]]) -> list[Trace]:
+    """The scored actions as timed traces, one per run, in the order the runs started: each
+    action with its start (from ``ACTION_STARTED``), runtime, peak, input size and request."""
+    starts = {(w, r, a): (at, float(size or 0.0), float(request or 0.0))
+              for w, r, a, at, size, request in started}
+    runs: dict[tuple[str, str], list[tuple[int, TraceTask]]] = {}
+    types: dict[tuple[str, str], str] = {}
+    for workflow_id, run_id, workflow_type, action_id, action_type, actual, runtime, _ in actuals:
+        at, size, request = starts.get((workflow_id, run_id, action_id), (0, 0.0, 0.0))
+        task = TraceTask(action_id, action_type, (), float(runtime), None, round(actual), None,
+                         None, round(size), round(request) or None)
+        runs.setdefault((workflow_id, run_id), []).append((at, task))
+        types[(workflow_id, run_id)] = workflow_type
+    traces = []
+    for key, timed in sorted(runs.items(), key=lambda item: min(at for at, _ in item[1])):
+        first = min(at for at, _ in timed)
+        tasks = tuple(replace(task, start_s=(at - first) / 1000) for at, task in timed)
+        traces.append(Trace(f"{key[0]}/{key[1]}", types[key], Path(key[0]), tasks))
+    return traces
 
 
 def render(report: dict[str, Any]) -> str:
@@ -178,9 +208,8 @@ def render(report: dict[str, Any]) -> str:
                      f"{row['actual_memory_bytes'] / 2**20:>11.1f} {row['underprovisioned']:>6} "
                      + ("       -" if row["allocation_quality"] is None
                         else f"{row['allocation_quality']:>8.2f}"))
-    lines.append("\nmemory wastage by method (recorded peaks, in recorded order; the baselines see "
-                 "each action after every one recorded before it, the forecaster sized them live: "
-                 "`shadowflow evaluate` compares like for like):")
+    lines.append("\nmemory wastage by method (the forecaster's live allocations; the baselines "
+                 "sized like for like, each action when it started from what completed before):")
     for name, figures in report["wastage_by_method"].items():
         lines.append(f"  {name:<24} {figures['wastage_gbh']:>10.3f} GB·h, "
                      f"under-provisioned {figures['underprovisioned_share']:.2%}")

@@ -167,16 +167,17 @@ def _run(trace: Trace, run_id: str, placed: list[Slot], methods: Sequence[Sizing
          outcomes: dict[str, Outcome], clock: float,
          allocations: dict[tuple[str, str], dict[str, float]]) -> None:
     # Completions at an instant come before starts at it (a child may use its parent's result),
-    # but a zero-length task completes after it starts.
-    events = sorted([(s.start_s, 1, s.order) for s in placed] +
-                    [(s.end_s, 0 if s.end_s > s.start_s else 2, s.order) for s in placed])
+    # but a zero-length task completes right after it starts (as ``traces.playback`` publishes).
+    events = sorted([(s.start_s, 1, 2 * s.order, True, s.order) for s in placed] +
+                    [(s.end_s, 0, s.order, False, s.order) if s.end_s > s.start_s
+                     else (s.end_s, 1, 2 * s.order + 1, False, s.order) for s in placed])
     by_order = {s.order: s for s in placed}
     given: dict[tuple[str, int], tuple[float, float]] = {}
     stated: dict[tuple[str, int], float] = {}
     contexts: dict[int, TaskContext] = {}
-    for at, kind, order in events:
+    for at, _, _, is_start, order in events:
         task = by_order[order].task
-        if kind == 1:
+        if is_start:
             context = contexts[order] = sizing_context(trace, by_order[order], run_id, clock + at)
             first = allocations.setdefault((run_id, task.task_id), {})
             for method in methods:

@@ -154,9 +154,10 @@ class ReservationPool:
             self._hold(replace(reservation, started_ms=now_ms))
             self.stats.lead_times_ms.append(now_ms - reservation.issued_ms)
 
-    def adjust(self, rid: str, amounts: Mapping[str, float],
-               now_ms: int) -> tuple[list[Command], list[Alert]]:
-        """Change a held reservation's amounts, if the pool can hold the change."""
+    def adjust(self, rid: str, amounts: Mapping[str, float], now_ms: int,
+               action_id: str | None = None) -> tuple[list[Command], list[Alert]]:
+        """Change a held reservation's amounts, if the pool can hold the change; with
+        ``action_id``, the action claiming a placeholder reservation, named from then on."""
         reservation = self.held.get(rid)
         if reservation is None:
             return [], []
@@ -165,7 +166,8 @@ class ReservationPool:
             return [], [Alert(reservation.workflow_id, reservation.run_id, reservation.action_id,
                               f"cannot adjust to {_show(amounts)}: pool exhausted")]
         updated = replace(reservation, amounts=dict(amounts), expires_ms=max(
-            reservation.expires_ms, now_ms + self.ttl_ms))
+            reservation.expires_ms, now_ms + self.ttl_ms),
+            action_id=action_id or reservation.action_id)
         self._hold(updated)
         return [self._command(ADJUST, updated)], []
 

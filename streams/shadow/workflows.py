@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from schemas.records import RESOURCE_CLASSES, EventKind, HistoryEvent
-from streams.forecasting.forecaster import HISTORICAL, MANUAL, Forecast, Forecaster
+from streams.forecasting.forecaster import HISTORICAL, MANUAL, MODEL, Forecast, Forecaster
 from streams.forecasting.sizing import TaskContext
 from streams.shadow.pool import Alert, Command, ReservationPool, reservation_id
 
@@ -102,6 +102,8 @@ class ActionShadow:
     attempt: int
     order: int
     input_bytes: float
+    requested_memory: float | None = None
+    """The memory the engine declared for the action (its request), if any."""
     started_ms: int | None = None
     completed_ms: int | None = None
     prediction: Prediction | None = None
@@ -211,7 +213,7 @@ class ShadowWorkflows:
         self.max_early_usage = 100_000
         # Completed actions awaiting feedback, in the order their completion was seen: the timer
         # looks at the front only instead of scanning every action of every run.
-        self._awaiting_feedback: deque[tuple[int, tuple[str, str], str]] = deque()
+        self._awaiting_feedback: deque[tuple[int, tuple[str, str], str, int]] = deque()
         # One "manual sizing needed" alert per workflow and action type, not one per action.
         self._sizing_alerted: set[tuple[str, str]] = set()
 
@@ -244,18 +246,24 @@ class ShadowWorkflows:
             effects.extend(self._scheduled(run, event, now_ms))
         elif kind is EventKind.ACTION_STARTED and event.action_id:
             action = run.actions.get(event.action_id)
-            if action is not None and action.started_ms is None:
+            if (action is not None and action.started_ms is None
+                    and event.attempt == action.attempt):
                 action.started_ms = event.timestamp_ms
-                if action.prediction and action.prediction.reservation_id:
-                    self.pool.start(action.prediction.reservation_id, now_ms)
+                effects.extend(self._started(run, action, now_ms))
         elif kind in (EventKind.ACTION_COMPLETED, EventKind.ACTION_FAILED) and event.action_id:
             action = run.actions.get(event.action_id)
-            if action is not None and action.completed_ms is None:
+            if (action is not None and action.completed_ms is None
+                    and event.attempt == action.attempt):
                 action.completed_ms = event.timestamp_ms
                 action.completion_seen_ms = now_ms
-                self._awaiting_feedback.append((now_ms, key, action.action_id))
                 if action.prediction and action.prediction.reservation_id:
                     effects.commands += self.pool.release(action.prediction.reservation_id)
+                reported = reported_usage(event.attributes)
+                if reported:  # the engine measured it: learn now, as the offline protocol does
+                    usage = action.usage.actual() if action.usage.samples else {}
+                    effects.extend(self.feedback(run, action, {**usage, **reported}))
+                else:  # learn once its telemetry had time to arrive
+                    self._awaiting_feedback.append((now_ms, key, action.action_id, action.attempt))
                 if kind is EventKind.ACTION_COMPLETED:
                     run.last_completed_type = action.action_type
                     effects.extend(self._reserve_likely(run, action.action_type, now_ms,
@@ -298,7 +306,7 @@ class ShadowWorkflows:
             entry = queue.popleft()
             run = self.runs.get(entry[1])
             action = run.actions.get(entry[2]) if run else None
-            if action is None or action.feedback_done:
+            if action is None or action.feedback_done or action.attempt != entry[3]:
                 continue
             if action.usage.samples:
                 effects.extend(self.feedback(run, action, action.usage.actual()))
@@ -365,25 +373,32 @@ class ShadowWorkflows:
     def _scheduled(self, run: RunShadow, event: HistoryEvent, now_ms: int) -> Effects:
         effects = Effects()
         action_id = event.action_id or ""
-        if action_id in run.actions:
-            return effects
+        previous = run.actions.get(action_id)
+        if previous is not None:
+            if event.attempt <= previous.attempt:
+                return effects  # a duplicate
+            effects.extend(self._retired(previous))
         action_type = event.action_type or "unknown"
+        declared = event.declared.memory_bytes if event.declared else None
         action = run.actions[action_id] = ActionShadow(
-            action_id, action_type, event.attempt, len(run.actions),
-            float(event.attributes.get("input_bytes", 0.0)))
+            action_id, action_type, event.attempt,
+            previous.order if previous else len(run.actions),
+            float(event.attributes.get("input_bytes", 0.0)),
+            float(declared) if declared else None)
         early = self.early_usage.pop((run.workflow_id, run.run_id, action_id), None)
         if early is not None:
             action.usage = early
-        self.transitions.learn(run.workflow_type, run.last_completed_type, action_type)
+        if previous is None:
+            self.transitions.learn(run.workflow_type, run.last_completed_type, action_type)
         prediction = self._predict(run, action, now_ms)
-        placeholder = run.likely.pop(action_type, None)
+        placeholder = run.likely.pop(action_type, None) if previous is None else None
         if placeholder is not None and placeholder.reservation_id:
             # Claim the reservation made ahead; its lead time runs from then.
             prediction.reservation_id = placeholder.reservation_id
             prediction.issued_ms = placeholder.issued_ms
             prediction.issued_event_ms = placeholder.issued_event_ms
             commands, alerts = self.pool.adjust(placeholder.reservation_id,
-                                                prediction.allocation, now_ms)
+                                                prediction.allocation, now_ms, action_id)
         else:
             prediction.issued_event_ms = event.timestamp_ms
             prediction.reservation_id = reservation_id(run.workflow_id, run.run_id, action_id,
@@ -416,13 +431,10 @@ class ShadowWorkflows:
         allocation = {r: f.amount for r, f in forecasts.items()}
         memory = forecasts["memory_bytes"]
         source, confidence = memory.source, memory.confidence
-        if memory.source != MANUAL and confidence < self.config.confidence_threshold:
-            # Not confident: a percentile of the past actuals of this action type instead.
-            fallback = self.forecaster.percentile(context, "memory",
-                                                  self.forecaster.memory_quantile)
-            if fallback is not None:
-                allocation["memory_bytes"] = fallback
-                source = HISTORICAL
+        if source == MODEL and confidence < self.config.confidence_threshold:
+            # Not confident in the learned model: said so (HISTORICAL), but the amount stays the
+            # forecaster's best estimate, the one the offline evaluation scores.
+            source = HISTORICAL
         return Prediction(action.action_id, action.action_type, forecasts, allocation, source,
                           confidence, None, now_ms, likely)
 
@@ -456,10 +468,57 @@ class ShadowWorkflows:
             effects.predictions.append((run, prediction))
         return effects
 
+    def _started(self, run: RunShadow, action: ActionShadow, now_ms: int) -> Effects:
+        """Size the action again with what is known now (completions since its scheduling may
+        have taught the forecaster) and adjust its reservation when the amount changed."""
+        effects = Effects()
+        prediction = action.prediction
+        if prediction is None:
+            return effects
+        fresh = self._predict(run, action, now_ms)
+        if _changed(prediction.allocation, fresh.allocation) and prediction.reservation_id:
+            commands, alerts = self.pool.adjust(prediction.reservation_id, fresh.allocation,
+                                                now_ms)
+            effects.alerts += alerts
+            if commands:
+                effects.commands += commands
+                prediction.forecasts, prediction.allocation = fresh.forecasts, fresh.allocation
+                prediction.source, prediction.confidence = fresh.source, fresh.confidence
+                effects.predictions.append((run, prediction))
+        if prediction.reservation_id:
+            self.pool.start(prediction.reservation_id, now_ms)
+        return effects
+
+    def _retired(self, action: ActionShadow) -> Effects:
+        """An earlier attempt of an action that is being retried: release what it still holds
+        (its failure may never have been reported) and learn nothing from it."""
+        effects = Effects()
+        if action.prediction and action.prediction.reservation_id:
+            effects.commands += self.pool.release(action.prediction.reservation_id, "retried")
+        action.feedback_done = True
+        return effects
+
     @staticmethod
     def _context(run: RunShadow, action: ActionShadow) -> TaskContext:
         return TaskContext(run.workflow_type, run.run_id, action.action_type, action.attempt,
-                           action.input_bytes, action.order)
+                           action.input_bytes, action.order, action.requested_memory)
+
+
+USAGE_PREFIX = "usage."
+"""Attributes of an ``ACTION_COMPLETED``/``ACTION_FAILED`` event that report what the action
+used, as the engine measured it (``usage.memory_bytes`` peak, ``usage.cpu_cores`` mean,
+``usage.network_bytes``, ``usage.cost``): learned from at once, without waiting for telemetry."""
+
+
+def reported_usage(attributes: Mapping[str, float]) -> dict[str, float]:
+    """The usage an event's attributes report, by resource class."""
+    return {name: float(attributes[USAGE_PREFIX + name]) for name in RESOURCE_CLASSES
+            if USAGE_PREFIX + name in attributes}
+
+
+def _changed(old: Mapping[str, float], new: Mapping[str, float], tolerance: float = 1e-6) -> bool:
+    return any(abs(new.get(k, 0.0) - old.get(k, 0.0)) > tolerance * max(1.0, abs(old.get(k, 0.0)))
+               for k in set(old) | set(new))
 
 
 def _show(amounts: Mapping[str, float]) -> str:

@@ -14,42 +14,68 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from schemas.records import EventKind, HistoryEvent, StateSnapshot, TelemetryBatch
+from schemas.records import EventKind, HistoryEvent, Resources, StateSnapshot, TelemetryBatch
 from streams.mirror.definitions import DEFAULT
 from streams.traces.faulty_primary import FAULT_KINDS, Fault, FaultPlan, simulate
-from streams.traces.formats import Trace
+from streams.traces.formats import Trace, TraceTask
 from streams.traces.schedule import Slot, schedule
 
 COST_PER_CORE_HOUR = 0.05
 
 
 def history_from_trace(trace: Trace, workflow_id: str, run_id: str, start_ms: int,
-                       slots: int | None = 0) -> list[HistoryEvent]:
+                       slots: int | None = 0, report_usage: bool = True) -> list[HistoryEvent]:
     """The run's history on the schedule of ``traces.schedule`` (``slots``: at most that many
     actions at once; ``0``: unbounded; ``None``: the trace's own core count; real start times
     where the trace has them): started, then each action scheduled/started/completed, then
-    completed; sequence numbers from 1 in time order."""
-    timed: list[tuple[int, int, EventKind, Slot]] = []
+    completed; sequence numbers from 1 in time order. At one instant, completions come before
+    starts, as in the offline evaluation. An action is scheduled with its input size and, where
+    the trace has one, its memory request (``declared``); with ``report_usage`` its completion
+    carries what it used (``usage.*`` attributes), as engines that measure it report."""
+    timed: list[tuple[int, int, int, EventKind, Slot]] = []
     for slot in schedule(trace, slots):
         begin = start_ms + round(slot.start_s * 1000)
         end = start_ms + round(slot.end_s * 1000)
-        timed.append((begin, slot.order * 3, EventKind.ACTION_SCHEDULED, slot))
-        timed.append((begin, slot.order * 3 + 1, EventKind.ACTION_STARTED, slot))
-        timed.append((end, slot.order * 3 + 2, EventKind.ACTION_COMPLETED, slot))
-    timed.sort(key=lambda item: (item[0], item[1]))
+        timed.append((begin, 1, slot.order * 3, EventKind.ACTION_SCHEDULED, slot))
+        timed.append((begin, 1, slot.order * 3 + 1, EventKind.ACTION_STARTED, slot))
+        # A zero-length action completes right after it starts; any other before what starts
+        # at the instant it ends.
+        timed.append((end, 0, slot.order, EventKind.ACTION_COMPLETED, slot) if end > begin
+                     else (end, 1, slot.order * 3 + 2, EventKind.ACTION_COMPLETED, slot))
+    timed.sort(key=lambda item: item[:3])
     events = [HistoryEvent(workflow_id, run_id, trace.workflow_type, 1,
                            EventKind.WORKFLOW_STARTED, start_ms)]
-    for at, _, kind, slot in timed:
+    for at, _, _, kind, slot in timed:
         task = slot.task
+        attributes = {"input_bytes": float(task.input_bytes)}
+        declared = None
+        if kind is EventKind.ACTION_SCHEDULED and task.requested_memory_bytes:
+            declared = Resources(memory_bytes=task.requested_memory_bytes)
+        if kind is EventKind.ACTION_COMPLETED and report_usage:
+            attributes.update(_usage_attributes(task))
         events.append(HistoryEvent(
             workflow_id, run_id, trace.workflow_type, len(events) + 1, kind, at,
-            action_id=task.task_id, action_type=task.task_type,
-            attributes={"input_bytes": float(task.input_bytes)},
+            action_id=task.task_id, action_type=task.task_type, attributes=attributes,
+            declared=declared,
         ))
     end = max((at for at, *_ in timed), default=start_ms)
     events.append(HistoryEvent(workflow_id, run_id, trace.workflow_type, len(events) + 1,
                                EventKind.WORKFLOW_COMPLETED, end))
     return events
+
+
+def _usage_attributes(task: TraceTask) -> dict[str, float]:
+    usage = {"usage.network_bytes": float((task.read_bytes or 0) + (task.written_bytes or 0)),
+             "usage.cost": _cost(task)}
+    if task.memory_bytes is not None:
+        usage["usage.memory_bytes"] = float(task.memory_bytes)
+    if task.cpu_cores is not None:
+        usage["usage.cpu_cores"] = float(task.cpu_cores)
+    return usage
+
+
+def _cost(task: TraceTask) -> float:
+    return (task.cpu_cores or 0.0) * max(0.0, task.runtime_s) / 3600.0 * COST_PER_CORE_HOUR
 
 
 def telemetry_from_trace(trace: Trace, events: list[HistoryEvent],
@@ -68,7 +94,7 @@ def telemetry_from_trace(trace: Trace, events: list[HistoryEvent],
         peak = task.memory_bytes or 0
         cpu = task.cpu_cores or 0.0
         moved = (task.read_bytes or 0) + (task.written_bytes or 0)
-        cost = cpu * max(0.0, task.runtime_s) / 3600.0 * COST_PER_CORE_HOUR
+        cost = _cost(task)
         batches.append(TelemetryBatch(
             event.workflow_id, event.run_id, event.action_id, event.action_type, event.attempt,
             stamps, [cpu] * samples, [peak * (i + 1) // samples for i in range(samples)],

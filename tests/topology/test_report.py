@@ -15,9 +15,18 @@ import pytest
 
 from infra.stack import LocalStack
 from sinks.clickhouse import connect
+from streams.forecasting.evaluation import evaluate
+from streams.forecasting.sizing import DEFAULT_ALLOCATION, MaxSeen
 from streams.traces.detection import score_detection
 from tests.support import TRACES, WorkerProcess, free_port, settings_env, wait_for
-from topology.report import build_report, charts, parse_since, read_faults
+from topology.report import (
+    build_report,
+    charts,
+    parse_since,
+    read_faults,
+    recorded_runs,
+    wastage_by_method,
+)
 from topology.settings import Settings
 
 SMALL = TRACES / "makeflow" / "blast" / "blast-chameleon-small-001.json"
@@ -92,6 +101,26 @@ def test_since_takes_durations_and_dates() -> None:
     assert parse_since("2026-11-21T08:00:00+00:00") == 1_795_248_000_000
     with pytest.raises(ValueError, match="give a duration ago"):
         parse_since("yesterday-ish")
+
+
+def test_baselines_in_the_report_see_only_what_completed_before_each_start() -> None:
+    gb = 10**9
+    # (workflow, run, type, action, action type, peak, runtime s, live allocation)
+    actuals = [("w", "r", "t", "a", "x", 1 * gb, 10.0, 2 * gb),
+               ("w", "r", "t", "b", "x", 3 * gb, 10.0, 2 * gb),
+               ("w", "r", "t", "c", "x", 1 * gb, 10.0, 4 * gb)]
+    # b starts before a completes; c after both.
+    started = [("w", "r", "a", 1_000, 0.0, 0), ("w", "r", "b", 6_000, 0.0, 0),
+               ("w", "r", "c", 30_000, 0.0, 0)]
+    [trace] = recorded_runs(actuals, started)
+    assert [(t.task_id, t.start_s) for t in trace.tasks] == [("a", 0.0), ("b", 5.0), ("c", 29.0)]
+    result = evaluate([trace], [MaxSeen()])
+    first = {task: methods["max seen"] for (_, task), methods in result.allocations.items()}
+    default = DEFAULT_ALLOCATION["memory"]
+    assert first == {"a": default, "b": default, "c": 3 * gb}  # b never saw a's peak
+    figures = wastage_by_method(actuals, started)
+    assert figures["shadowflow (recorded)"]["underprovisioned_share"] == round(1 / 3, 6)
+    assert set(figures) >= {"max seen", "VPA p90 + 15%", "shadowflow (recorded)"}
 
 
 @pytest.mark.integration

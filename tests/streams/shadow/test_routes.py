@@ -20,9 +20,11 @@ TRACE = TRACES / "makeflow" / "blast" / "blast-chameleon-small-001.json"
 
 
 def _publish_run(settings: Settings, workflow_id: str, workflow_type: str | None = None,
-                 telemetry: bool = True, action_suffix: str = "") -> list:
+                 telemetry: bool = True, action_suffix: str = "",
+                 report_usage: bool = True) -> list:
     trace = load_wfformat(TRACE)
-    events = history_from_trace(trace, workflow_id, "run-1", 1_700_000_000_000)
+    events = history_from_trace(trace, workflow_id, "run-1", 1_700_000_000_000,
+                                report_usage=report_usage)
     if workflow_type:
         events = [dataclasses.replace(e, workflow_type=workflow_type) for e in events]
     if action_suffix:
@@ -97,7 +99,9 @@ def test_seed_routes_create_prediction_and_feedback(
     # Types of this test's own: a new worker relearns from the shared feedback table and replays
     # every earlier test's history, which must not change what is asserted here.
     own, suffix = f"routes-{uuid.uuid4().hex[:6]}", f"-{uuid.uuid4().hex[:4]}"
-    events = _publish_run(settings, workflow_id, own, telemetry=False, action_suffix=suffix)
+    # Neither telemetry nor usage in the completions: the usage is given through the route.
+    events = _publish_run(settings, workflow_id, own, telemetry=False, action_suffix=suffix,
+                          report_usage=False)
     action = next(e.action_id for e in events if e.action_type == "blastall" + suffix)
     wait_for(lambda: http("GET", f"{base}/shadow/{workflow_id}/prediction/{action}")[0] == 200,
              what="the prediction (after the earlier tests' history)", timeout=120)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.records import EventKind, HistoryEvent
+from schemas.records import EventKind, HistoryEvent, Resources
 from streams.forecasting.forecaster import Forecaster
 from streams.shadow.pool import ADJUST, RELEASE, RESERVE, ReservationPool
 from streams.shadow.workflows import ShadowConfig, ShadowWorkflows
@@ -63,15 +63,17 @@ def test_manual_then_model_as_history_grows() -> None:
     assert prediction.allocation["network_bytes"] > 0  # learned too
 
 
-def test_low_confidence_falls_back_to_the_historical_percentile() -> None:
+def test_low_confidence_says_historical_but_keeps_the_best_estimate() -> None:
     shadows = _shadows()
     shadows.config.confidence_threshold = 0.99
     for n in range(4):
         _run(shadows, f"r{n}", {f"A{n}": 1 * GB})
     effects = _run(shadows, "r9", {"A9": 1 * GB})
     prediction = next(p for e in effects for _, p in e.predictions if not p.likely)
-    assert prediction.source == "HISTORICAL"
-    assert prediction.allocation["memory_bytes"] <= 1 * GB  # the percentile of past peaks
+    assert prediction.source == "HISTORICAL" and prediction.confidence < 0.99
+    # Not a plain percentile in its place: the forecaster's amount, as offline.
+    assert prediction.allocation["memory_bytes"] == prediction.forecasts["memory_bytes"].amount
+    assert prediction.allocation["memory_bytes"] >= 1 * GB
 
 
 def test_likely_next_actions_are_reserved_ahead_and_claimed() -> None:
@@ -80,8 +82,9 @@ def test_likely_next_actions_are_reserved_ahead_and_claimed() -> None:
     effects = _run(shadows, "r2", {"A2": 1 * GB, "B2": 2 * GB})
     ops = [(c.op, c.reservation.action_id) for e in effects for c in e.commands]
     # Run 2: A is likely at the start, B after A; the real actions claim the placeholders.
-    assert ("RESERVE", "next:A") in ops and ("ADJUST", "next:A") in ops
-    assert ("RESERVE", "next:B") in ops and ("ADJUST", "next:B") in ops
+    # The action claiming the placeholder names it from then on.
+    assert ("RESERVE", "next:A") in ops and ("ADJUST", "A2") in ops
+    assert ("RESERVE", "next:B") in ops and ("ADJUST", "B2") in ops
     assert all(op in (RESERVE, ADJUST, RELEASE) for op, _ in ops)
     assert shadows.pool.stats.lead_times_ms and min(shadows.pool.stats.lead_times_ms) > 0
     leads = [f.lead_time_ms for e in effects for f in e.feedback]
@@ -130,3 +133,76 @@ def test_a_finished_run_releases_reservations_of_actions_whose_completion_was_lo
     effects = shadows.on_event(_event("r", 5, EventKind.WORKFLOW_COMPLETED), 0)
     assert [(c.op, c.reservation.action_id) for c in effects.commands] == [("RELEASE", "A1")]
     assert shadows.pool.held == {}
+
+
+def _action_event(run: str, seq: int, kind: EventKind, action: str, *, attempt: int = 1,
+                  usage: float | None = None, declared: float | None = None) -> HistoryEvent:
+    attributes = {} if usage is None else {"usage.memory_bytes": usage, "usage.cpu_cores": 1.0}
+    return HistoryEvent("wf-" + run, run, "etl", seq, kind, seq * 1000, action_id=action,
+                        action_type="A", attempt=attempt, attributes=attributes,
+                        declared=None if declared is None else Resources(memory_bytes=declared))
+
+
+def _trained(peak: float, runs: int = 4) -> ShadowWorkflows:
+    shadows = _shadows()
+    for n in range(runs):
+        _run(shadows, f"t{n}", {f"A{n}": peak})
+    return shadows
+
+
+def test_usage_reported_at_completion_is_learned_at_once() -> None:
+    shadows = _shadows()
+    shadows.on_event(_action_event("r", 1, EventKind.ACTION_SCHEDULED, "a1"), 0)
+    shadows.on_event(_action_event("r", 2, EventKind.ACTION_STARTED, "a1"), 0)
+    done = shadows.on_event(_action_event("r", 3, EventKind.ACTION_COMPLETED, "a1",
+                                          usage=1 * GB), 0)
+    [feedback] = done.feedback  # no grace period, no telemetry needed
+    assert feedback.actual["memory_bytes"] == 1 * GB
+    assert shadows.due_feedback(10**9, 0).feedback == []  # and not scored twice
+
+
+def test_an_action_is_sized_again_when_it_starts() -> None:
+    shadows = _trained(1 * GB)
+    scheduled = shadows.on_event(_action_event("r", 1, EventKind.ACTION_SCHEDULED, "late"), 0)
+    [(_, before)] = [(r, p) for r, p in scheduled.predictions if not p.likely]
+    first = before.allocation["memory_bytes"]
+    # Another action of the type completes first, much larger: the forecast must follow.
+    shadows.on_event(_action_event("r", 2, EventKind.ACTION_SCHEDULED, "big"), 0)
+    shadows.on_event(_action_event("r", 3, EventKind.ACTION_STARTED, "big"), 0)
+    shadows.on_event(_action_event("r", 4, EventKind.ACTION_COMPLETED, "big", usage=8 * GB), 0)
+    started = shadows.on_event(_action_event("r", 5, EventKind.ACTION_STARTED, "late"), 10)
+    [adjust] = started.commands
+    assert adjust.op == ADJUST and adjust.reservation.reservation_id == before.reservation_id
+    assert adjust.reservation.amounts["memory_bytes"] > first
+    assert shadows.runs[("wf-r", "r")].actions["late"].prediction.allocation == (
+        adjust.reservation.amounts)
+    # Unchanged knowledge, unchanged amount: no command.
+    shadows.on_event(_action_event("r", 6, EventKind.ACTION_SCHEDULED, "same"), 20)
+    assert shadows.on_event(_action_event("r", 7, EventKind.ACTION_STARTED, "same"),
+                            30).commands == []
+
+
+def test_a_retry_gets_its_own_reservation_with_double_the_memory() -> None:
+    shadows = _trained(1 * GB)
+    first = shadows.on_event(_action_event("r", 1, EventKind.ACTION_SCHEDULED, "a"), 0)
+    [(_, one)] = [(r, p) for r, p in first.predictions if not p.likely]
+    shadows.on_event(_action_event("r", 2, EventKind.ACTION_STARTED, "a"), 0)
+    failed = shadows.on_event(_action_event("r", 3, EventKind.ACTION_FAILED, "a"), 0)
+    assert [c.op for c in failed.commands if c.op == RELEASE] == [RELEASE]
+    retry = shadows.on_event(_action_event("r", 4, EventKind.ACTION_SCHEDULED, "a",
+                                           attempt=2), 0)
+    [(_, two)] = [(r, p) for r, p in retry.predictions if not p.likely]
+    [reserve] = [c for c in retry.commands if c.op == RESERVE]
+    assert two.reservation_id != one.reservation_id
+    assert reserve.reservation.amounts["memory_bytes"] == 2 * one.allocation["memory_bytes"]
+    # The same attempt scheduled again is a duplicate.
+    assert shadows.on_event(_action_event("r", 5, EventKind.ACTION_SCHEDULED, "a", attempt=2),
+                            0).commands == []
+
+
+def test_declared_memory_is_the_request_when_nothing_is_known() -> None:
+    shadows = _shadows()
+    effects = shadows.on_event(_action_event("r", 1, EventKind.ACTION_SCHEDULED, "a",
+                                             declared=3 * GB), 0)
+    [(_, prediction)] = [(r, p) for r, p in effects.predictions if not p.likely]
+    assert prediction.source == "MANUAL" and prediction.allocation["memory_bytes"] == 3 * GB
