@@ -7,16 +7,24 @@ from every completed action at three levels:
    times a learned growth factor (how much later actions of a run exceeded the run's running
    maximum, at a high quantile) bounds the allocation: runs of one configuration differ more from
    each other than actions within a run do;
-2. **this workflow type and action type** across runs — a high quantile of the peaks (``model``);
+2. **this workflow type and action type** across runs (``model``) — pooled with the same
+   program's other configurations when this key's peaks look like a sample of theirs;
 3. **this program in any configuration or workflow type** — when the action type is new to the
-   workflow type and ``borrow`` is on, as for the baselines (``historical``).
+   workflow type and ``borrow`` is on, as for the baselines (``historical``), with extra headroom.
 
-With none of these, the user's request or the default is used (``manual``). A retry (attempt
-``n`` > 1) gets ``2^(n-1)`` times the memory: it most likely follows running out of it. Memory is
-sized for
-very few failures (``memory_quantile``); CPU is sized tighter (``cpu_quantile``), since too little
-CPU slows an action but does not kill it. Observations are kept in bounded windows and summaries
-(quantiles) are recomputed lazily, once per batch of new observations of a key, never per event.
+With none of these, the user's request or the default is used (``manual``), raised by any
+sibling that already peaked above it. A retry (attempt ``n`` > 1) gets ``2^(n-1)`` times the
+memory: it most likely follows running out of it.
+
+Memory is cost-aware: at each level, the allocation minimising the wastage it would have caused
+over the observations (a failure retried at double until it fits, weighted by runtime, as Tovar
+et al. do) plus a price per failure at first attempt (``failure_cost_gbh`` times the chance of one),
+so that the failure budget goes where it saves most. Input sizes scale the estimate where they
+explain the peaks, and beyond the inputs seen grow it at a capped slope where there is evidence
+(this key's or its program's inputs spanned a factor of 2), otherwise never beyond the default.
+CPU is a quantile (``cpu_quantile``): too little CPU slows an action but does not kill it.
+Observations are kept in bounded windows and summaries (fits, candidate costs) are recomputed
+lazily, once per batch of new observations of a key, never per event.
 """
 
 from __future__ import annotations
@@ -86,6 +94,7 @@ class _Window:
     _spans: bool = False
     _sorted_runtimes: np.ndarray = field(default_factory=lambda: np.zeros(0))
     _sorted_peaks: np.ndarray | None = None
+    _largest: float = -math.inf
 
     def __post_init__(self) -> None:
         self.inputs = deque(maxlen=self.maxlen)
@@ -97,6 +106,7 @@ class _Window:
         self.inputs.append(logged)
         self._max_input = max(self._max_input, logged)
         self.values.append(math.log(max(value, 1e-9)))
+        self._largest = max(self._largest, self.values[-1])
         self.runtimes.append(max(runtime_s, 1e-3))
         self._new += 1
 
@@ -110,8 +120,8 @@ class _Window:
                 or math.log1p(input_bytes) <= self._max_input + slack)
 
     def largest(self) -> float:
-        """The largest peak in the window."""
-        return math.exp(max(self.values))
+        """The largest peak in the window (since the last refit, also any that left it)."""
+        return math.exp(self._largest)
 
     def percentile(self, q: float) -> float:
         """The ``q`` quantile of the peaks in the window (not of the fit's residuals)."""
@@ -243,6 +253,7 @@ class _Window:
         self._sorted_peaks = None
         x, y = np.asarray(self.inputs), np.asarray(self.values)
         self._max_input = float(x.max())  # entries may have left the window
+        self._largest = float(y.max())
         self._spans = len(y) >= 10 and float(x.max() - x.min()) >= math.log(2)
         self._fit = None
         if (len(y) >= 10 and x.std() >= 0.05 and y.std() > 0
@@ -279,14 +290,14 @@ class Forecaster:
     """Observations a level needs before it is trusted."""
     min_run_samples: int = 10
     """Completions of an action type in a run before the run's own maximum bounds the next."""
-    small_sample_margin: float = 0.5
+    small_sample_margin: float = 1.0
     """Headroom over the largest peak while a level has few observations (shrinks as it grows)."""
-    failure_cost_gbh: float = 4.0
+    failure_cost_gbh: float = 1.0
     """What a task under-provisioned at first attempt costs beyond its retry's own wastage, in
     GB·h: memory is the allocation minimising the expected wastage plus this times the chance
     of a failure (``_Window.cheapest``); infinite: the largest peak with headroom, or the
     ``memory_quantile`` once there are enough observations."""
-    extrapolation_slope: float = 0.0
+    extrapolation_slope: float = 1.5
     """For an input over 1.5 times the largest seen: the largest log-log slope at which the
     estimate grows with the input (0: such an input is not sized from what was learned). The
     slope is the key's fitted one where its inputs spanned a factor of 2 or more, else the same
@@ -294,6 +305,9 @@ class Forecaster:
     learned would give (the request or default) unless the estimate already was."""
     max_growth: float = 8.0
     """The most an extrapolated estimate grows over the estimate at the largest input seen."""
+    borrowed_headroom: float = 0.5
+    """Extra headroom (a share) on an estimate borrowed from the same program elsewhere: the
+    same program varies more between workflows than within one."""
     pool: bool = True
     """Whether a key may use its program's estimate over every configuration (``_pooled``)."""
     window: int = 2000
@@ -328,6 +342,8 @@ class Forecaster:
                     amount *= 2 ** (task.attempt - 1)
                 return Forecast(amount, 0.0, MANUAL, "default")
             (amount, window, grown), basis, source = estimate, "action", HISTORICAL
+            amount *= 1 + self.borrowed_headroom
+            grown *= 1 + self.borrowed_headroom
         amount = max(amount, MINIMUM_ALLOCATION[resource])
         confidence = window.coverage(amount / grown, task.input_bytes)
         if resource == "memory" and task.attempt > 1:
@@ -415,16 +431,22 @@ class Forecaster:
     def observe(self, task: TaskContext, resource: str, actual: float, allocated: float,
                 runtime_s: float) -> None:
         """Learn from a completed action's peak."""
-        self._by_type.setdefault(key_of(task, resource), _Window(self.window)).add(
+        self._window_of(self._by_type, key_of(task, resource)).add(
             task.input_bytes, actual, runtime_s)
         if self.borrow:
-            self._by_action.setdefault(borrowed_key_of(task, resource), _Window(self.window)).add(
+            self._window_of(self._by_action, borrowed_key_of(task, resource)).add(
                 task.input_bytes, actual, runtime_s)
         run_key = (task.run_id, task.action_type, resource)
         previous, count = self._run_max.get(run_key, (0.0, 0))
         if count >= self.min_run_samples and previous > 0:
-            self._growth.setdefault(resource, _Window(self.window)).add(0.0, actual / previous)
+            self._window_of(self._growth, resource).add(0.0, actual / previous)
         self._run_max[run_key] = (max(previous, actual), count + 1)
+
+    def _window_of(self, windows: dict, key: object) -> _Window:
+        window = windows.get(key)
+        if window is None:
+            window = windows[key] = _Window(self.window)
+        return window
 
     def forget_run(self, run_id: str) -> None:
         """Drop a finished run's running maxima (bounded memory in a long-lived worker)."""
