@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TypeGuard
 
 import numpy as np
 
