@@ -52,7 +52,7 @@ def main() -> None:
         print(lofo_table(leave_one_family_out(traces, order)), end="\n\n")
     ours = cost_per_action(traces, Forecaster)
     reference = cost_per_action(traces, MaxSeen)
-    print(f"\npredict + update, memory and CPU, per action: shadowflow {ours:.1f} µs, "
+    print(f"predict + update, memory and CPU, per action: shadowflow {ours:.1f} µs, "
           f"max seen (ref) {reference:.1f} µs")
 
 

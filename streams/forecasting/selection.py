@@ -10,6 +10,7 @@ both columns.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import product
@@ -22,13 +23,19 @@ from streams.forecasting.sizing import baselines
 from streams.traces.formats import Trace
 
 GRID: tuple[dict[str, Any], ...] = tuple(
-    {"memory_quantile": q, "min_samples": n, "small_sample_margin": m, "extrapolation_slope": e}
-    for q, n, m, e in product((0.99, 0.999), (1, 3), (0.25, 0.5), (0.0, 1.0, 1.5)))
-"""The forecaster's parameters to choose from."""
+    {"failure_cost_gbh": c, "min_samples": n, "small_sample_margin": m, "borrowed_headroom": b}
+    for c, n, m, b in product((math.inf, 4.0, 1.0, 0.25), (3, 1), (1.0, 0.5), (0.5, 0.0)))
+"""The forecaster's parameters to choose from, the most cautious first: where several are
+equally good on the families chosen on, the first (most cautious) is taken."""
 
 UNDER_WEIGHT = 0.5
 """What a percentage point of tasks under-provisioned at first attempt costs in ``objective``,
 in units of the best baseline's wastage."""
+
+UNDER_TARGET = 0.5
+OVER_TARGET_WEIGHT = 5.0
+"""What each percentage point above ``UNDER_TARGET`` (the target: at most 0.5% of tasks
+under-provisioned at first attempt) costs on top, in the same units."""
 
 
 def family_of(trace: Trace) -> str:
@@ -38,9 +45,11 @@ def family_of(trace: Trace) -> str:
 
 def objective(outcome: Outcome, best_baseline_gbh: float) -> float:
     """Lower is better: wastage relative to the family's best baseline, plus ``UNDER_WEIGHT``
-    per percentage point under-provisioned."""
+    per percentage point under-provisioned and ``OVER_TARGET_WEIGHT`` more per point beyond
+    ``UNDER_TARGET``."""
     ratio = outcome.wastage_gbh / best_baseline_gbh if best_baseline_gbh > 0 else 1.0
-    return ratio + UNDER_WEIGHT * 100 * outcome.underprovisioned_share
+    points = 100 * outcome.underprovisioned_share
+    return ratio + UNDER_WEIGHT * points + OVER_TARGET_WEIGHT * max(0.0, points - UNDER_TARGET)
 
 
 @dataclass
