@@ -72,6 +72,7 @@ def run_demo(settings: Settings, paths: list[str], keep: bool = False,
     stack = LocalStack(settings)
     already = {s.name for s in stack.status() if s.pid is not None}
     stack.up()
+    settings = fresh_database(settings)
     # Short waits, so a dropped event is declared missing within the demo's few seconds.
     worker = WorkerProcess(settings.with_overrides(mirror_gap_seconds=3.0,
                                                    mirror_compare_wait_seconds=5.0,
@@ -89,6 +90,19 @@ def run_demo(settings: Settings, paths: list[str], keep: bool = False,
                 if name not in already:
                     stack.down(only=name)
             print("stopped the worker and the services the demo started")
+
+
+def fresh_database(settings: Settings) -> Settings:
+    """Settings on an empty database of the demo's own (``<database>_demo``, dropped first): the
+    worker learns only from this run, as the baselines of the report do, so they compare like
+    for like."""
+    database = f"{settings.clickhouse_database}_demo"
+    client = connect(settings, database="default")
+    try:
+        client.execute(f"DROP DATABASE IF EXISTS {database}")
+    finally:
+        client.disconnect()
+    return settings.with_overrides(clickhouse_database=database)
 
 
 def _feed_and_report(settings: Settings, traces: list[Trace],
@@ -146,8 +160,9 @@ def _feed_and_report(settings: Settings, traces: list[Trace],
     for letter in ours:
         print(f"  {letter.topic}[{letter.partition}]@{letter.offset}: {letter.reason}")
     report = build_report(client, since_ms, faults, SNAPSHOT_EVERY)
-    print("\nthe same run as `shadowflow report --since <demo start> --faults <its faults>` "
-          "shows it:\n" + render(report))
+    print(f"\nthe same run as `SHADOWFLOW_CLICKHOUSE_DATABASE={settings.clickhouse_database} "
+          "shadowflow report --since <demo start> --faults <its faults>` shows it:\n"
+          + render(report))
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=2, default=float))
         print(f"\nwrote {json_path}")
