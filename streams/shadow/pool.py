@@ -75,19 +75,31 @@ def reservation_id(workflow_id: str, run_id: str, action_id: str, attempt: int =
     return stable_hex("reservation", workflow_id, run_id, action_id, str(attempt))
 
 
+def placeholder_id(workflow_id: str, run_id: str, action_type: str, cause: int) -> str:
+    """Deterministic id of a placeholder reserved ahead for a likely next ``action_type``: one
+    per cycle, told apart by ``cause``, the sequence of the event that led to it (0: the run's
+    start), so a replay makes the same ids and a new cycle new ones."""
+    return stable_hex("placeholder", workflow_id, run_id, action_type, str(cause))
+
+
 class ReservationPool:
     """Capacity per resource class and the reservations held against it."""
 
-    def __init__(self, capacity: Mapping[str, float], ttl_ms: int = 600_000) -> None:
+    def __init__(self, capacity: Mapping[str, float], ttl_ms: int = 600_000,
+                 max_lifetime_ms: int = 86_400_000) -> None:
         unknown = set(capacity) - set(RESOURCE_CLASSES)
         if unknown:
             raise ValueError(f"unknown resource classes {sorted(unknown)}; "
                              f"known: {RESOURCE_CLASSES}")
         self.capacity = dict(capacity)
         self.ttl_ms = ttl_ms
+        self.max_lifetime_ms = max_lifetime_ms
         self.held: dict[str, Reservation] = {}
         self.stats = PoolStats()
+        # Versions outlive their reservation (a command id must never come again), until the
+        # run is forgotten.
         self._versions: dict[str, int] = {}
+        self._ids_of_run: dict[tuple[str, str], set[str]] = {}
         # Kept up to date as reservations come and go: reserving is on the hot path.
         self._in_use: dict[str, float] = dict.fromkeys(RESOURCE_CLASSES, 0.0)
 
@@ -120,11 +132,12 @@ class ReservationPool:
 
     def reserve(self, workflow_id: str, run_id: str, action_id: str, action_type: str,
                 amounts: Mapping[str, float], *, confidence: float, source: str, now_ms: int,
-                fallback: Mapping[str, float] | None = None,
-                attempt: int = 1) -> tuple[list[Command], list[Alert]]:
+                fallback: Mapping[str, float] | None = None, attempt: int = 1,
+                rid: str | None = None) -> tuple[list[Command], list[Alert]]:
         """Hold ``amounts`` for an action, or ``fallback`` if they do not fit. Reserving an
-        action already held changes nothing (idempotent)."""
-        rid = reservation_id(workflow_id, run_id, action_id, attempt)
+        action already held changes nothing (idempotent). ``rid``: the reservation's id, when
+        not the action attempt's (a placeholder's)."""
+        rid = rid or reservation_id(workflow_id, run_id, action_id, attempt)
         if rid in self.held:
             return [], []
         alerts: list[Alert] = []
@@ -179,24 +192,36 @@ class ReservationPool:
         return [self._command(RELEASE, reservation, reason)]
 
     def expire(self, now_ms: int) -> list[Command]:
-        """Release reservations whose action never started before they expired."""
-        lapsed = [r for r in self.held.values()
-                  if r.started_ms is None and r.expires_ms <= now_ms]
+        """Release reservations whose action never started before they expired, and those
+        held longer than the maximum lifetime since their action started (its completion was
+        lost)."""
         commands = []
-        for reservation in lapsed:
+        for reservation in list(self.held.values()):
+            if reservation.started_ms is None and reservation.expires_ms <= now_ms:
+                reason = "expired unused"
+            elif (reservation.started_ms is not None
+                  and now_ms - reservation.started_ms >= self.max_lifetime_ms):
+                reason = "expired running"
+            else:
+                continue
             self._drop(reservation.reservation_id)
             self.stats.expired += 1
-            commands.append(self._command(RELEASE, reservation, "expired unused"))
+            commands.append(self._command(RELEASE, reservation, reason))
         return commands
+
+    def forget_run(self, workflow_id: str, run_id: str) -> None:
+        """The run is gone for good: forget its reservations' versions."""
+        for rid in self._ids_of_run.pop((workflow_id, run_id), ()):
+            self._versions.pop(rid, None)
 
     def _fits(self, amounts: Mapping[str, float]) -> bool:
         return all(amounts.get(k, 0.0) <= self.free(k) for k in self.capacity)
 
     def _command(self, op: str, reservation: Reservation, reason: str = "") -> Command:
-        version = self._versions.get(reservation.reservation_id, 0) + 1
-        self._versions[reservation.reservation_id] = version
-        if op == RELEASE:
-            self._versions.pop(reservation.reservation_id, None)
+        rid = reservation.reservation_id
+        version = self._versions.get(rid, 0) + 1
+        self._versions[rid] = version
+        self._ids_of_run.setdefault((reservation.workflow_id, reservation.run_id), set()).add(rid)
         command_id = stable_hex("command", reservation.reservation_id, op, str(version))
         return Command(command_id, op, reservation, reason)
 

@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 from schemas.records import RESOURCE_CLASSES, EventKind, HistoryEvent
 from streams.forecasting.forecaster import HISTORICAL, MANUAL, MODEL, Forecast, Forecaster
 from streams.forecasting.sizing import TaskContext
-from streams.shadow.pool import Alert, Command, ReservationPool, reservation_id
+from streams.shadow.pool import (
+    Alert,
+    Command,
+    ReservationPool,
+    placeholder_id,
+    reservation_id,
+)
 
 _FORECAST_RESOURCE = {"memory_bytes": "memory", "cpu_cores": "cpu", "network_bytes": "network",
                       "cost": "cost"}
@@ -226,7 +232,7 @@ class ShadowWorkflows:
             return Effects()
         run = self.runs[key] = RunShadow(workflow_id, run_id, workflow_type)
         self.latest_run[workflow_id] = run_id
-        return self._reserve_likely(run, None, now_ms, event_ms)
+        return self._reserve_likely(run, None, now_ms, event_ms, cause=0)
 
     def shadow_of(self, workflow_id: str) -> RunShadow | None:
         """The shadow of a workflow's latest run."""
@@ -267,7 +273,7 @@ class ShadowWorkflows:
                 if kind is EventKind.ACTION_COMPLETED:
                     run.last_completed_type = action.action_type
                     effects.extend(self._reserve_likely(run, action.action_type, now_ms,
-                                                        event.timestamp_ms))
+                                                        event.timestamp_ms, event.sequence))
         elif kind in (EventKind.WORKFLOW_COMPLETED, EventKind.WORKFLOW_FAILED):
             run.finished_ms = now_ms
             # Whatever the run still holds goes back: unclaimed placeholders, and actions whose
@@ -366,6 +372,7 @@ class ShadowWorkflows:
             for early in [k for k in self.early_usage if k[:2] == key]:
                 del self.early_usage[early]
             self.forecaster.forget_run(key[1])
+            self.pool.forget_run(*key)
             if self.latest_run.get(key[0]) == key[1]:
                 del self.latest_run[key[0]]
         return gone
@@ -445,20 +452,21 @@ class ShadowWorkflows:
         return None if median is None else {"memory_bytes": median}
 
     def _reserve_likely(self, run: RunShadow, previous: str | None, now_ms: int,
-                        event_ms: int | None) -> Effects:
+                        event_ms: int | None, cause: int) -> Effects:
         effects = Effects()
         for action_type, probability in self.transitions.likely(
                 run.workflow_type, previous, self.config.likely_probability):
             if action_type in run.likely:
                 continue
-            placeholder_id = f"next:{action_type}"
-            action = ActionShadow(placeholder_id, action_type, 1, len(run.actions), 0.0)
+            placeholder = f"next:{action_type}"
+            action = ActionShadow(placeholder, action_type, 1, len(run.actions), 0.0)
             prediction = self._predict(run, action, now_ms, likely=True)
             prediction.issued_event_ms = event_ms
             commands, alerts = self.pool.reserve(
-                run.workflow_id, run.run_id, placeholder_id, action_type, prediction.allocation,
+                run.workflow_id, run.run_id, placeholder, action_type, prediction.allocation,
                 confidence=prediction.confidence * probability,
-                source=prediction.source, now_ms=now_ms)
+                source=prediction.source, now_ms=now_ms,
+                rid=placeholder_id(run.workflow_id, run.run_id, action_type, cause))
             if not commands:
                 effects.alerts += alerts
                 continue
