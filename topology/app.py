@@ -37,7 +37,9 @@ def raw_topic(app: faust.App, name: str, settings: Settings) -> faust.TopicT:
 
 
 def faust_app(settings: Settings) -> faust.App:
-    """A Faust app configured from ``settings``, with no agents yet."""
+    """A Faust app configured from ``settings``, with no agents yet. It binds
+    ``web_host:web_port`` and advertises ``settings.advertised_url`` to the other workers of
+    its group (Faust's ``canonical_url``, sent with its group membership)."""
     return faust.App(
         settings.app_id,
         broker=settings.faust_broker,
@@ -53,6 +55,7 @@ def faust_app(settings: Settings) -> faust.App:
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
+        canonical_url=settings.advertised_url,
         web_in_thread=False,
     )
 
