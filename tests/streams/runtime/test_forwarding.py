@@ -125,15 +125,19 @@ class _View:
                             headers=headers)
 
 
-async def _echo(request: web.Request) -> web.Response:
-    """The owner: echoes what reached it; ``/slow`` never answers in time."""
-    if request.path == "/slow":
-        await asyncio.sleep(5)
-    body = await request.read()
-    return web.json_response(
-        {"method": request.method, "raw_path": request.raw_path, "body": body.hex(),
-         "headers": [[k, v] for k, v in request.headers.items()]},
-        status=207, headers={"Retry-After": "9", SERVED_BY: PEER, "X-Private": "x"})
+def _echo(release: asyncio.Event) -> Callable[[web.Request], Any]:
+    """The owner: echoes what reached it; ``/slow`` waits for ``release``."""
+
+    async def echo(request: web.Request) -> web.Response:
+        if request.path == "/slow":
+            await asyncio.wait_for(release.wait(), 5)
+        body = await request.read()
+        return web.json_response(
+            {"method": request.method, "raw_path": request.raw_path, "body": body.hex(),
+             "headers": [[k, v] for k, v in request.headers.items()]},
+            status=207, headers={"Retry-After": "9", SERVED_BY: PEER, "X-Private": "x"})
+
+    return echo
 
 
 async def _serve(handler: Callable[..., Any]) -> tuple[web.AppRunner, str]:
@@ -147,7 +151,8 @@ async def _serve(handler: Callable[..., Any]) -> tuple[web.AppRunner, str]:
 
 
 async def _forwarding_exchanges() -> list[tuple[int, dict[str, str], Any, float]]:
-    owner, owner_url = await _serve(_echo)
+    release = asyncio.Event()
+    owner, owner_url = await _serve(_echo(release))
     async with aiohttp.ClientSession() as session:
         app = SimpleNamespace(http_client=session,
                               conf=SimpleNamespace(canonical_url="http://front:1"))
@@ -173,6 +178,7 @@ async def _forwarding_exchanges() -> list[tuple[int, dict[str, str], Any, float]
                 payload = await answer.json()
                 results.append((answer.status, dict(answer.headers), payload,
                                 time.monotonic() - started))
+        release.set()
         await runner.cleanup()
     await owner.cleanup()
     return results
