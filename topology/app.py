@@ -19,6 +19,7 @@ from streams.mirror.registry import Mirrors
 from streams.mirror.routes import register_routes
 from streams.mirror.run import MirrorLimits
 from streams.runtime.anomalies import AnomalyOutlet
+from streams.runtime.forwarding import Forwarding
 from streams.runtime.history import register_history_agent
 from streams.shadow.agents import ShadowService, register_shadow_agents
 from streams.shadow.pool import ReservationPool
@@ -37,7 +38,9 @@ def raw_topic(app: faust.App, name: str, settings: Settings) -> faust.TopicT:
 
 
 def faust_app(settings: Settings) -> faust.App:
-    """A Faust app configured from ``settings``, with no agents yet."""
+    """A Faust app configured from ``settings``, with no agents yet. It binds
+    ``web_host:web_port`` and advertises ``settings.advertised_url`` to the other workers of
+    its group (Faust's ``canonical_url``, sent with its group membership)."""
     return faust.App(
         settings.app_id,
         broker=settings.faust_broker,
@@ -53,6 +56,7 @@ def faust_app(settings: Settings) -> faust.App:
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
+        canonical_url=settings.advertised_url,
         web_in_thread=False,
     )
 
@@ -111,9 +115,13 @@ def create_app(settings: Settings, feedback_rows: Sequence[tuple[Any, ...]] = ()
             force=True)
         await delivery
 
-    register_routes(app, mirrors, definitions, history=history,
+    forwarding = Forwarding(app, history, partitions=settings.partitions,
+                            timeout_seconds=settings.web_forward_timeout_seconds,
+                            retry_after_seconds=settings.retry_after_seconds)
+    register_routes(app, mirrors, definitions, forwarding=forwarding,
+                    ensure_restored=service.ensure_restored,
                     publish_definition=publish_definition)
-    register_shadow_routes(app, shadow_service, history=history)
+    register_shadow_routes(app, shadow_service, forwarding=forwarding)
 
     @app.task
     async def start_feed() -> None:

@@ -7,11 +7,14 @@ values in force. The README's configuration table lists the same names and docum
 
 from __future__ import annotations
 
+import math
 import os
+import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 PREFIX = "SHADOWFLOW_"
 
@@ -42,6 +45,15 @@ class Settings:
     clickhouse_database: str = _setting("shadowflow", "ClickHouse database holding the tables.")
     web_host: str = _setting("127.0.0.1", "Address the worker's HTTP API binds.")
     web_port: int = _setting(6066, "Port of the worker's HTTP API.")
+    web_advertised_url: str = _setting(
+        "", "URL the other workers reach this worker's HTTP API at, when they forward it a "
+        "request about a workflow it owns (`http://host:port`; empty: "
+        "`http://SHADOWFLOW_WEB_HOST:SHADOWFLOW_WEB_PORT`, with this host's name when "
+        "SHADOWFLOW_WEB_HOST binds every interface, `0.0.0.0` or `::`). Each worker needs its "
+        "own.")
+    web_forward_timeout_seconds: float = _setting(
+        10.0, "Longest a worker waits for the owning worker's answer to a forwarded request "
+        "before it answers 504.")
     consumer_batch: int = _setting(
         2000, "Kafka messages an agent takes at a time before it processes and stores them.")
     consumer_batch_seconds: float = _setting(
@@ -121,11 +133,17 @@ class Settings:
                      "session_timeout_seconds", "mirror_gap_seconds",
                      "mirror_compare_wait_seconds", "mirror_retention_seconds",
                      "pool_memory_gib", "pool_cpu_cores", "reservation_ttl_seconds",
-                     "telemetry_window_seconds", "miss_alert_ratio"):
+                     "telemetry_window_seconds", "miss_alert_ratio",
+                     "web_forward_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be positive")
         if not self.broker.strip():
             raise SettingsError(f"{env_name('broker')} must name at least one host:port")
+        if self.web_advertised_url:
+            problem = url_problem(self.web_advertised_url)
+            if problem:
+                raise SettingsError(f"{env_name('web_advertised_url')}="
+                                    f"{self.web_advertised_url!r}: {problem}")
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some settings changed (for tests and the CLI)."""
@@ -139,6 +157,25 @@ class Settings:
         return int(self.mirror_retention_seconds * 1000)
 
     @property
+    def advertised_url(self) -> str:
+        """The URL peers forward requests to: ``web_advertised_url``, or one made of the web
+        host (this host's name when it binds every interface) and port."""
+        if self.web_advertised_url:
+            return self.web_advertised_url.rstrip("/")
+        host = self.web_host
+        if host in BIND_ALL:
+            host = socket.gethostname()
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.web_port}"
+
+    @property
+    def retry_after_seconds(self) -> int:
+        """What a 503 tells clients to wait: a lost worker's partitions move to the live ones
+        within the session timeout."""
+        return max(1, math.ceil(self.session_timeout_seconds))
+
+    @property
     def broker_hosts(self) -> list[str]:
         """The bootstrap servers as a list of ``host:port``."""
         return [h.strip() for h in self.broker.split(",") if h.strip()]
@@ -147,6 +184,27 @@ class Settings:
     def faust_broker(self) -> list[str]:
         """The bootstrap servers as Faust URLs."""
         return [f"kafka://{h}" for h in self.broker_hosts]
+
+
+BIND_ALL = ("", "0.0.0.0", "::")
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an advertised URL (``http(s)://host[:port]``), or None."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "expected http://host:port or https://host:port"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "give the worker's root URL, without a path, query or fragment"
+    if port == 0:
+        return "port 0 is not a port peers can reach"
+    if parts.hostname in BIND_ALL:
+        return "other workers cannot reach a worker at 0.0.0.0 or ::; give its host name or IP"
+    return None
 
 
 def env_name(setting: str) -> str:

@@ -5,7 +5,7 @@ Errors are JSON ``{"reason": ...}`` with a 4xx status; see the README for every 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import faust
@@ -16,6 +16,7 @@ from streams.mirror.definitions import DefinitionError, DefinitionRegistry, pars
 from streams.mirror.registry import Mirrors
 from streams.mirror.run import RunMirror
 from streams.runtime.clock import now_ms
+from streams.runtime.forwarding import Forwarding
 from streams.runtime.http import BadRequest, NotFound, json_body, json_errors
 
 MAX_WHAT_IF_EVENTS = 10_000
@@ -76,11 +77,15 @@ def what_if_events(mirror: RunMirror, body: Any, default_ms: int) -> list[Histor
 
 
 def register_routes(app: faust.App, mirrors: Mirrors, definitions: DefinitionRegistry, *,
-                    history: faust.TopicT,
+                    forwarding: Forwarding,
+                    ensure_restored: Callable[[Iterable[int]], Awaitable[None]],
                     publish_definition: Callable[[dict[str, Any]], Any]) -> None:
-    """Add the state, promotion, what-if and definition routes to ``app``."""
+    """Add the state, promotion, what-if and definition routes to ``app``. A workflow's routes
+    are served by the worker owning it (``forwarding``), once the mirrors of its partition are
+    restored (``ensure_restored``: after a rebalance, before the partition's next event)."""
 
-    def mirror_of(workflow_id: str) -> RunMirror:
+    async def mirror_of(workflow_id: str) -> RunMirror:
+        await ensure_restored({forwarding.partition_of(workflow_id)})
         mirror = mirrors.mirror_of(workflow_id)
         if mirror is None:
             raise NotFound(f"no mirror of workflow {workflow_id!r} on this worker (never seen, "
@@ -91,20 +96,20 @@ def register_routes(app: faust.App, mirrors: Mirrors, definitions: DefinitionReg
     class State(View):
         """GET: the mirror's current state vector and sequence."""
 
-        @app.topic_route(topic=history, match_info="workflow_id")
+        @forwarding.route("workflow_id")
         @json_errors
         async def get(self, request: Request, workflow_id: str) -> Response:
-            return self.json(_state(mirror_of(workflow_id)))
+            return self.json(_state(await mirror_of(workflow_id)))
 
     @app.page("/shadow/{workflow_id}/promote")
     class Promote(View):
         """POST: everything a new primary needs to resume: the state at the latest sequence
         and the events applied since the last snapshot (the final synchronization step)."""
 
-        @app.topic_route(topic=history, match_info="workflow_id")
+        @forwarding.route("workflow_id")
         @json_errors
         async def post(self, request: Request, workflow_id: str) -> Response:
-            found = mirror_of(workflow_id)
+            found = await mirror_of(workflow_id)
             body = _state(found)
             body["snapshot_sequence"] = found.snapshot_sequence
             body["events_since_snapshot"] = [e.to_avro() for e in found.since_snapshot]
@@ -115,10 +120,10 @@ def register_routes(app: faust.App, mirrors: Mirrors, definitions: DefinitionReg
         """POST {"events": [...]}: the state hypothetical events lead to; the mirror is left
         untouched."""
 
-        @app.topic_route(topic=history, match_info="workflow_id")
+        @forwarding.route("workflow_id")
         @json_errors
         async def post(self, request: Request, workflow_id: str) -> Response:
-            found = mirror_of(workflow_id)
+            found = await mirror_of(workflow_id)
             events = what_if_events(found, await json_body(request),
                                     now_ms())
             fork = found.fork()

@@ -1,8 +1,8 @@
 """What every HTTP route shares: JSON errors with a reason and a 4xx status, JSON bodies.
 
-Requests about a workflow are routed to the worker that owns its partition (Faust's
-``topic_route``), which is why producers must partition by Kafka's default (murmur2) hash of
-the workflow id.
+Requests about a workflow are routed to the worker that owns its partition
+(``streams.runtime.forwarding``), which is why producers must partition by Kafka's default
+(murmur2) hash of the workflow id.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def json_errors(handler: Handler) -> Handler:
 
 
 async def json_body(request: Request) -> Any:
+    """The request's JSON body (None when empty); ``BadRequest`` when it is not JSON."""
     try:
         return json.loads(await request.read() or b"null")
     except ValueError as exc:

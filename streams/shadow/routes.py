@@ -12,6 +12,7 @@ import faust
 from faust.web import Request, Response, View
 
 from streams.runtime.clock import now_ms
+from streams.runtime.forwarding import Forwarding
 from streams.runtime.http import BadRequest, NotFound, json_body, json_errors
 from streams.shadow.agents import ShadowService
 from streams.shadow.workflows import RunShadow
@@ -49,8 +50,9 @@ def parse_usage(text: str) -> dict[str, float]:
 
 
 def register_shadow_routes(app: faust.App, service: ShadowService, *,
-                           history: faust.TopicT) -> None:
-    """Add the seed routes of the shadow workflows: create, prediction, feedback."""
+                           forwarding: Forwarding) -> None:
+    """Add the seed routes of the shadow workflows: create, prediction, feedback; each is
+    served by the worker owning the workflow (``forwarding``)."""
     shadows = service.shadows
 
     def run_of(workflow_id: str) -> RunShadow:
@@ -65,7 +67,7 @@ def register_shadow_routes(app: faust.App, service: ShadowService, *,
         """POST [{"run_id": ..., "workflow_type": ...}]: make the workflow's shadow (idempotent:
         an existing one is left as it is)."""
 
-        @app.topic_route(topic=history, match_info="workflow_id")
+        @forwarding.route("workflow_id")
         @json_errors
         async def post(self, request: Request, workflow_id: str) -> Response:
             body = await json_body(request) or {}
@@ -88,7 +90,7 @@ def register_shadow_routes(app: faust.App, service: ShadowService, *,
         """GET: the forecast, confidence and source for a scheduled action, or for a likely next
         action (``next:<action type>``)."""
 
-        @app.topic_route(topic=history, match_info="workflow_id")
+        @forwarding.route("workflow_id")
         @json_errors
         async def get(self, request: Request, workflow_id: str, action_id: str) -> Response:
             run = run_of(workflow_id)
@@ -109,7 +111,7 @@ def register_shadow_routes(app: faust.App, service: ShadowService, *,
         """PUT: the action's actual usage (``cpu=1.5,memory=2GiB,network=300MB,cost=0.12``),
         scored against its forecast and learned from."""
 
-        @app.topic_route(topic=history, match_info="workflow_id")
+        @forwarding.route("workflow_id")
         @json_errors
         async def put(self, request: Request, workflow_id: str, action_id: str,
                       usage: str) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,26 @@ def test_environment_overrides_and_types() -> None:
     ("SHADOWFLOW_PARTITIONS", "0", "SHADOWFLOW_PARTITIONS must be at least 1"),
     ("SHADOWFLOW_SINK_FLUSH_SECONDS", "-1", "must be positive"),
     ("SHADOWFLOW_BROKER", " ", "must name at least one"),
+    ("SHADOWFLOW_WEB_ADVERTISED_URL", "worker-2:6066", "expected http://host:port"),
+    ("SHADOWFLOW_WEB_ADVERTISED_URL", "http://worker-2:6066/api", "without a path"),
+    ("SHADOWFLOW_WEB_ADVERTISED_URL", "http://0.0.0.0:6066", "cannot reach"),
+    ("SHADOWFLOW_WEB_ADVERTISED_URL", "http://worker-2:port", "Port could not be cast"),
+    ("SHADOWFLOW_WEB_FORWARD_TIMEOUT_SECONDS", "0", "must be positive"),
 ])
 def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env({name: value})
+
+
+def test_advertised_url_defaults_to_a_reachable_host_and_port() -> None:
+    assert Settings.from_env({"SHADOWFLOW_WEB_PORT": "6071"}).advertised_url == (
+        "http://127.0.0.1:6071")
+    everywhere = Settings.from_env({"SHADOWFLOW_WEB_HOST": "0.0.0.0"})
+    assert everywhere.advertised_url == f"http://{socket.gethostname()}:6066"
+    assert Settings(web_host="::1", web_port=7).advertised_url == "http://[::1]:7"
+    given = Settings.from_env({"SHADOWFLOW_WEB_HOST": "0.0.0.0",
+                               "SHADOWFLOW_WEB_ADVERTISED_URL": "https://worker-2.internal:443/"})
+    assert given.advertised_url == "https://worker-2.internal:443"
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:
