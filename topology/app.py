@@ -88,7 +88,8 @@ def create_app(settings: Settings, feedback_rows: Sequence[tuple[Any, ...]] = ()
         ShadowWorkflows(Forecaster(), ReservationPool(
             {"memory_bytes": settings.pool_memory_gib * 2**30,
              "cpu_cores": settings.pool_cpu_cores},
-            ttl_ms=int(settings.reservation_ttl_seconds * 1000)),
+            ttl_ms=int(settings.reservation_ttl_seconds * 1000),
+            max_lifetime_ms=int(settings.reservation_max_lifetime_seconds * 1000)),
             ShadowConfig(settings.confidence_threshold, settings.likely_next_probability,
                          settings.miss_alert_ratio)),
         codec=codec, sink=sink,

@@ -110,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
                         "sequence, kind)")
     replay.set_defaults(run=_replay)
 
+    reservations = commands.add_parser(
+        "reservations", help="the reservations held now, as a resource manager following "
+        "shadow.reservations holds them (deduplicated on command_id), with any inconsistency")
+    reservations.add_argument("--follow", action="store_true",
+                              help="keep following the topic, printing again as it changes")
+    reservations.add_argument("--json", action="store_true", help="print JSON lines")
+    reservations.set_defaults(run=_reservations)
+
     report = commands.add_parser(
         "report", help="what was predicted, reserved and detected, from ClickHouse: tables, "
         "JSON, PNG charts, and detection scored against a replay's faults file")
@@ -184,6 +192,11 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from topology.evaluate import run_evaluation
     return run_evaluation(args.paths, args.json, orders=args.order, seed=args.seed,
                           lofo=args.lofo)
+
+
+def _reservations(settings: Settings, args: argparse.Namespace) -> int:
+    from topology.reservations import run_reservations
+    return run_reservations(settings, follow=args.follow, json_out=args.json)
 
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:

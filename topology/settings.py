@@ -94,6 +94,9 @@ class Settings:
     pool_cpu_cores: float = _setting(256.0, "CPU capacity of the reservation pool, in cores.")
     reservation_ttl_seconds: float = _setting(
         600.0, "A reservation whose action has not started after this long lapses.")
+    reservation_max_lifetime_seconds: float = _setting(
+        86_400.0, "A reservation whose action started this long ago is released even though its "
+        "completion never arrived (a lost event must not hold capacity for ever).")
     telemetry_window_seconds: float = _setting(
         10.0, "Width of the tumbling windows telemetry is aggregated into (action_usage).")
     feedback_grace_seconds: float = _setting(
@@ -133,6 +136,7 @@ class Settings:
                      "session_timeout_seconds", "mirror_gap_seconds",
                      "mirror_compare_wait_seconds", "mirror_retention_seconds",
                      "pool_memory_gib", "pool_cpu_cores", "reservation_ttl_seconds",
+                     "reservation_max_lifetime_seconds",
                      "telemetry_window_seconds", "miss_alert_ratio",
                      "web_forward_timeout_seconds"):
             if getattr(self, name) <= 0:

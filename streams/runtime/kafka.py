@@ -8,7 +8,7 @@ They take the bootstrap servers and partition count from any settings-like objec
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import (
@@ -37,7 +37,18 @@ def read_topic(settings: KafkaAddress, topic: str, idle_seconds: float = 2.0,
                skip_undecodable: bool = False) -> list[Decoded]:
     """Every message now on ``topic``, decoded, read until none arrives for ``idle_seconds``.
     A message that does not decode raises ``CodecError``, or is passed over with
-    ``skip_undecodable`` (a topic that also carries what producers got wrong).
+    ``skip_undecodable`` (a topic that also carries what producers got wrong)."""
+    return [decoded for decoded in follow_topic(settings, topic, idle_seconds,
+                                                skip_undecodable, follow=False)
+            if decoded is not None]
+
+
+def follow_topic(settings: KafkaAddress, topic: str, idle_seconds: float = 2.0,
+                 skip_undecodable: bool = False, follow: bool = True,
+                 ) -> Iterator[Decoded | None]:
+    """The messages of ``topic`` from its start, decoded, in each partition's order. With
+    ``follow`` it never ends: ``None`` after every ``idle_seconds`` with no message, so the
+    caller can act between messages; without, it ends at the first such pause.
 
     Uses ``assign`` rather than a group subscription: no group join to wait for, no offsets
     committed.
@@ -47,19 +58,23 @@ def read_topic(settings: KafkaAddress, topic: str, idle_seconds: float = 2.0,
                          "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
                      for p in range(settings.partitions)])
-    decoded = []
     try:
-        while (message := consumer.poll(idle_seconds)) is not None:
+        while True:
+            message = consumer.poll(idle_seconds)
+            if message is None:
+                if not follow:
+                    return
+                yield None
+                continue
             if message.error() is not None:
                 raise RuntimeError(f"reading {topic}: {message.error()}")
             try:
-                decoded.append(codec.decode(message.value()))
+                yield codec.decode(message.value())
             except CodecError:
                 if not skip_undecodable:
                     raise
     finally:
         consumer.close()
-    return decoded
 
 
 def read_partition(settings: KafkaAddress, topic: str, partition: int,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from schemas.records import EventKind, HistoryEvent, Resources
 from streams.forecasting.forecaster import Forecaster
+from streams.shadow.ledger import ReservationLedger
 from streams.shadow.pool import ADJUST, RELEASE, RESERVE, ReservationPool
 from streams.shadow.workflows import ShadowConfig, ShadowWorkflows
 
@@ -206,3 +207,42 @@ def test_declared_memory_is_the_request_when_nothing_is_known() -> None:
                                              declared=3 * GB), 0)
     [(_, prediction)] = [(r, p) for r, p in effects.predictions if not p.likely]
     assert prediction.source == "MANUAL" and prediction.allocation["memory_bytes"] == 3 * GB
+
+
+def test_command_ids_never_repeat_across_placeholder_cycles() -> None:
+    shadows = _shadows()
+    commands = []
+    for n in range(4):  # each completion reserves the next A ahead: one placeholder per cycle
+        effects = _run(shadows, f"c{n}", {f"A{n}{i}": 1 * GB for i in range(6)})
+        effects.append(shadows.on_event(_event(f"c{n}", 99, EventKind.WORKFLOW_COMPLETED), 0))
+        commands += [c for e in effects for c in e.commands]
+    ids = [c.command_id for c in commands]
+    assert len(ids) == len(set(ids)), "a command id repeated for a different command"
+    records = [{"command_id": c.command_id, "op": c.op,
+                "reservation_id": c.reservation.reservation_id, "workflow_id": "w",
+                "run_id": c.reservation.run_id, "action_id": c.reservation.action_id,
+                "action_type": c.reservation.action_type, "source": c.reservation.source,
+                "resources": dict(c.reservation.amounts)} for c in commands]
+    ledger = ReservationLedger().apply_all(records)
+    assert ledger.balanced, ledger.problems[:3]
+    assert ledger.reserved > 8
+
+
+def test_the_same_history_gives_the_same_command_ids() -> None:
+    def ids() -> list[str]:
+        shadows = _shadows()
+        return [c.command_id for n in range(3)
+                for e in _run(shadows, f"d{n}", {f"A{n}{i}": 1 * GB for i in range(3)})
+                for c in e.commands]
+    assert ids() == ids()
+
+
+def test_a_started_reservation_is_released_after_its_maximum_lifetime() -> None:
+    pool = ReservationPool({"memory_bytes": 10 * GB}, ttl_ms=1_000, max_lifetime_ms=50_000)
+    [reserve], _ = pool.reserve("w", "r", "a", "t", {"memory_bytes": GB}, confidence=1.0,
+                                source="MODEL", now_ms=0)
+    pool.start(reserve.reservation.reservation_id, 500)
+    assert pool.expire(40_000) == []  # running, within its lifetime
+    [release] = pool.expire(50_500)
+    assert (release.op, release.reason) == (RELEASE, "expired running")
+    assert pool.in_use("memory_bytes") == 0

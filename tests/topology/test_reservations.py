@@ -1,0 +1,73 @@
+"""The reservation stream a resource manager consumes, checked with the reference consumer
+(`shadowflow reservations`): distinct commands have distinct ids, every reservation is released
+exactly once, and what is held never exceeds the pool's capacity. Real broker, ClickHouse and
+worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+
+import pytest
+
+from streams.runtime.kafka import Publisher, read_topic
+from streams.shadow.ledger import ReservationLedger
+from streams.traces.formats import load_wfformat
+from streams.traces.playback import history_from_trace
+from tests.support import TRACES, WorkerProcess, settings_env, wait_for
+from topology import topics
+from topology.settings import Settings
+
+RUNS = [TRACES / "makeflow" / "blast" / "blast-chameleon-small-001.json",
+        TRACES / "makeflow" / "blast" / "blast-chameleon-small-002.json",
+        TRACES / "pegasus" / "srasearch" / "srasearch-chameleon-10a-001.json",
+        TRACES / "makeflow" / "blast" / "blast-chameleon-small-003.json"]
+CAPACITY_GIB = 24.0
+
+
+def _commands(settings: Settings, workflows: set[str]) -> list[dict]:
+    return [d.record for d in read_topic(settings, topics.RESERVATIONS, skip_undecodable=True)
+            if d.type_name == "ReservationCommand" and d.record["workflow_id"] in workflows]
+
+
+def test_the_reservation_stream_balances_within_capacity(
+        settings: Settings, worker_factory: Callable[..., WorkerProcess]) -> None:
+    if not all(path.exists() for path in RUNS):
+        pytest.skip("the shared traces are not beside the project")
+    worker = worker_factory(pool_memory_gib=CAPACITY_GIB, pool_cpu_cores=1000.0).start()
+    tag = uuid.uuid4().hex[:6]
+    publisher = Publisher(settings)
+    workflows = set()
+    for index, path in enumerate(RUNS):  # the later runs reserve ahead what the first taught
+        workflow_id = f"ledger-{tag}-{index}"
+        workflows.add(workflow_id)
+        publisher.send_history(history_from_trace(load_wfformat(path), workflow_id, "run",
+                                                  1_700_000_000_000, slots=None))
+    publisher.flush()
+
+    def balanced() -> ReservationLedger | None:
+        ledger = ReservationLedger().apply_all(_commands(settings, workflows))
+        return ledger if ledger.reserved and ledger.balanced else None
+
+    ledger = wait_for(balanced, timeout=120, what="every reservation released")
+    commands = _commands(settings, workflows)
+    by_id = defaultdict(list)
+    for command in commands:
+        by_id[command["command_id"]].append(command)
+    assert all(len({json.dumps(c, sort_keys=True) for c in same}) == 1
+               for same in by_id.values()), "one command id, two different commands"
+    assert ledger.peaks["memory_bytes"] <= CAPACITY_GIB * 2**30
+    assert any(c["action_id"].startswith("next:") for c in commands), "reserved ahead too"
+    worker.stop()
+
+    # The reference consumer, as an operator runs it.
+    out = subprocess.run([sys.executable, "-m", "topology.cli", "reservations", "--json"],
+                         env={**os.environ, **settings_env(settings)}, capture_output=True,
+                         text=True, timeout=120)
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert figures["commands"] >= len(by_id) and figures["reserved"] >= ledger.reserved
