@@ -6,14 +6,17 @@ import json
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from streams.runtime.forwarding import SERVED_BY, partition_of
 from topology.worker_process import WorkerProcess, settings_env
 
-__all__ = ["ROOT", "TRACES", "WorkerProcess", "free_port", "http", "settings_env", "wait_for"]
+__all__ = ["ROOT", "TRACES", "Answer", "Owners", "WorkerProcess", "call", "free_port", "http",
+           "one_per_partition", "owners", "quote_id", "settings_env", "wait_for"]
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT.parent / "shared" / "traces" / "wfinstances"
@@ -50,3 +53,61 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: floa
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} "
                                  f"(last value: {value!r})")
         time.sleep(interval)
+
+
+class Answer(NamedTuple):
+    status: int
+    body: Any
+    served_by: str | None
+    retry_after: str | None
+    seconds: float
+
+
+def call(method: str, url: str, body: object = None, raw: bytes | None = None,
+         timeout: float = 15.0) -> Answer:
+    """One HTTP request, answered within ``timeout`` or the test fails."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, headers, payload = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        status, headers, payload = error.code, error.headers, error.read()
+    return Answer(status, json.loads(payload), headers.get(SERVED_BY),
+                  headers.get("Retry-After"), time.monotonic() - started)
+
+
+def quote_id(workflow_id: str) -> str:
+    return urllib.parse.quote(workflow_id, safe="")
+
+
+def one_per_partition(prefix: str, partitions: int) -> list[str]:
+    """Workflow ids, one on each partition (a space and a non-ASCII letter included)."""
+    found: dict[int, str] = {}
+    for i in range(10_000):
+        found.setdefault(partition_of(f"{prefix} ü-{i}", partitions), f"{prefix} ü-{i}")
+        if len(found) == partitions:
+            break
+    return [found[p] for p in sorted(found)]
+
+
+class Owners(dict[int, str]):
+    """The owner of each partition."""
+
+    def of(self, workflow_id: str) -> str:
+        return self[partition_of(workflow_id, len(self))]
+
+
+def owners(bases: list[str], ids: list[str]) -> Owners | None:
+    """The owner of the partition of each of ``ids`` (one per partition), once every worker
+    agrees and each owns some: None before."""
+    found = Owners()
+    for partition, workflow_id in enumerate(ids):
+        answers = [call("GET", f"{base}/shadow/{quote_id(workflow_id)}/state") for base in bases]
+        served = {a.served_by for a in answers}
+        if any(a.status not in (200, 404) for a in answers) or len(served) != 1:
+            return None
+        found[partition] = served.pop()
+    return found if set(found.values()) == set(bases) else None

@@ -90,8 +90,11 @@ class Settings:
     likely_next_probability: float = _setting(
         0.3, "Reserve ahead for the action types at least this likely to be scheduled next.")
     pool_memory_gib: float = _setting(
-        512.0, "Memory capacity of the reservation pool, in GiB.")
-    pool_cpu_cores: float = _setting(256.0, "CPU capacity of the reservation pool, in cores.")
+        512.0, "Memory capacity of the reservation pool, in GiB: the whole deployment's, shared "
+        "out equally among the partitions.")
+    pool_cpu_cores: float = _setting(
+        256.0, "CPU capacity of the reservation pool, in cores: the whole deployment's, shared "
+        "out equally among the partitions.")
     reservation_ttl_seconds: float = _setting(
         600.0, "A reservation whose action has not started after this long lapses.")
     reservation_max_lifetime_seconds: float = _setting(

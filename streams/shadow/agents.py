@@ -57,7 +57,7 @@ class ShadowService:
         effects = Effects()
         stamp = now_ms()
         for item in located:
-            effects.extend(self.shadows.on_event(item.event, stamp))
+            effects.extend(self.shadows.on_event(item.event, stamp, item.partition))
         return await self.publish(effects)
 
     async def telemetry(self, batches: Sequence[Any]) -> asyncio.Future[None]:

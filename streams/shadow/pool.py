@@ -35,6 +35,8 @@ class Reservation:
     expires_ms: int
     started_ms: int | None = None
     """When the action started (the reservation was used); ``None`` while it waits."""
+    partition: int = 0
+    """The workflow's partition: the capacity share it is held against."""
 
 
 @dataclass(frozen=True)
@@ -83,15 +85,23 @@ def placeholder_id(workflow_id: str, run_id: str, action_type: str, cause: int) 
 
 
 class ReservationPool:
-    """Capacity per resource class and the reservations held against it."""
+    """Capacity per resource class and the reservations held against it.
+
+    ``capacity`` is the whole deployment's, shared out equally among the ``partitions`` of the
+    workflows' topics: a workflow's reservations are held against its partition's share. Each
+    worker holds the shares of the partitions it owns, so all workers together never hold more
+    than the capacity, with no coordination between them (the price: a partition's share may be
+    full while another's has room)."""
 
     def __init__(self, capacity: Mapping[str, float], ttl_ms: int = 600_000,
-                 max_lifetime_ms: int = 86_400_000) -> None:
+                 max_lifetime_ms: int = 86_400_000, partitions: int = 1) -> None:
         unknown = set(capacity) - set(RESOURCE_CLASSES)
         if unknown:
             raise ValueError(f"unknown resource classes {sorted(unknown)}; "
                              f"known: {RESOURCE_CLASSES}")
         self.capacity = dict(capacity)
+        self.partitions = max(1, partitions)
+        self.share = {k: v / self.partitions for k, v in capacity.items()}
         self.ttl_ms = ttl_ms
         self.max_lifetime_ms = max_lifetime_ms
         self.held: dict[str, Reservation] = {}
@@ -101,11 +111,13 @@ class ReservationPool:
         self._versions: dict[str, int] = {}
         self._ids_of_run: dict[tuple[str, str], set[str]] = {}
         # Kept up to date as reservations come and go: reserving is on the hot path.
-        self._in_use: dict[str, float] = dict.fromkeys(RESOURCE_CLASSES, 0.0)
+        self._in_use: dict[tuple[int, str], float] = {}
 
-    def in_use(self, resource: str) -> float:
-        """How much of ``resource`` the held reservations take."""
-        return self._in_use.get(resource, 0.0)
+    def in_use(self, resource: str, partition: int | None = None) -> float:
+        """How much of ``resource`` the held reservations take (of one partition's share)."""
+        if partition is not None:
+            return self._in_use.get((partition, resource), 0.0)
+        return sum(v for (_, r), v in self._in_use.items() if r == resource)
 
     def _hold(self, reservation: Reservation) -> None:
         previous = self.held.get(reservation.reservation_id)
@@ -122,18 +134,21 @@ class ReservationPool:
 
     def _count(self, reservation: Reservation, sign: int) -> None:
         for resource, amount in reservation.amounts.items():
-            self._in_use[resource] = self._in_use.get(resource, 0.0) + sign * amount
+            key = (reservation.partition, resource)
+            self._in_use[key] = self._in_use.get(key, 0.0) + sign * amount
 
-    def free(self, resource: str) -> float:
-        """Capacity left of ``resource`` (infinite for a class without a capacity)."""
-        if resource not in self.capacity:
+    def free(self, resource: str, partition: int = 0) -> float:
+        """Capacity left of ``resource`` in a partition's share (infinite for a class without a
+        capacity)."""
+        if resource not in self.share:
             return float("inf")
-        return self.capacity[resource] - self.in_use(resource)
+        return self.share[resource] - self.in_use(resource, partition)
 
     def reserve(self, workflow_id: str, run_id: str, action_id: str, action_type: str,
                 amounts: Mapping[str, float], *, confidence: float, source: str, now_ms: int,
                 fallback: Mapping[str, float] | None = None, attempt: int = 1,
-                rid: str | None = None) -> tuple[list[Command], list[Alert]]:
+                rid: str | None = None, partition: int = 0,
+                ) -> tuple[list[Command], list[Alert]]:
         """Hold ``amounts`` for an action, or ``fallback`` if they do not fit. Reserving an
         action already held changes nothing (idempotent). ``rid``: the reservation's id, when
         not the action attempt's (a placeholder's)."""
@@ -142,8 +157,8 @@ class ReservationPool:
             return [], []
         alerts: list[Alert] = []
         chosen = dict(amounts)
-        if not self._fits(chosen):
-            if fallback is not None and self._fits(fallback):
+        if not self._fits(chosen, partition):
+            if fallback is not None and self._fits(fallback, partition):
                 alerts.append(Alert(workflow_id, run_id, action_id,
                                     f"pool cannot hold {_show(amounts)}; reserved the smaller "
                                     f"fallback {_show(fallback)}"))
@@ -152,11 +167,13 @@ class ReservationPool:
             else:
                 alerts.append(Alert(workflow_id, run_id, action_id,
                                     f"pool exhausted: cannot hold {_show(amounts)} "
-                                    f"(free: {_show({k: self.free(k) for k in self.capacity})})"))
+                                    f"(free in its partition's share: "
+                                    f"{_show({k: self.free(k, partition) for k in self.share})})"))
                 self.stats.refused += 1
                 return [], alerts
         reservation = Reservation(rid, workflow_id, run_id, action_id, action_type, chosen,
-                                  confidence, source, now_ms, now_ms + self.ttl_ms)
+                                  confidence, source, now_ms, now_ms + self.ttl_ms,
+                                  partition=partition)
         self._hold(reservation)
         return [self._command(RESERVE, reservation)], alerts
 
@@ -174,8 +191,10 @@ class ReservationPool:
         reservation = self.held.get(rid)
         if reservation is None:
             return [], []
-        others = {k: self.in_use(k) - reservation.amounts.get(k, 0.0) for k in self.capacity}
-        if any(others[k] + amounts.get(k, 0.0) > self.capacity[k] for k in self.capacity):
+        partition = reservation.partition
+        others = {k: self.in_use(k, partition) - reservation.amounts.get(k, 0.0)
+                  for k in self.share}
+        if any(others[k] + amounts.get(k, 0.0) > self.share[k] for k in self.share):
             return [], [Alert(reservation.workflow_id, reservation.run_id, reservation.action_id,
                               f"cannot adjust to {_show(amounts)}: pool exhausted")]
         updated = replace(reservation, amounts=dict(amounts), expires_ms=max(
@@ -214,8 +233,8 @@ class ReservationPool:
         for rid in self._ids_of_run.pop((workflow_id, run_id), ()):
             self._versions.pop(rid, None)
 
-    def _fits(self, amounts: Mapping[str, float]) -> bool:
-        return all(amounts.get(k, 0.0) <= self.free(k) for k in self.capacity)
+    def _fits(self, amounts: Mapping[str, float], partition: int) -> bool:
+        return all(amounts.get(k, 0.0) <= self.free(k, partition) for k in self.share)
 
     def _command(self, op: str, reservation: Reservation, reason: str = "") -> Command:
         rid = reservation.reservation_id

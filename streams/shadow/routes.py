@@ -12,7 +12,7 @@ import faust
 from faust.web import Request, Response, View
 
 from streams.runtime.clock import now_ms
-from streams.runtime.forwarding import Forwarding
+from streams.runtime.forwarding import Forwarding, partition_of
 from streams.runtime.http import BadRequest, NotFound, json_body, json_errors
 from streams.shadow.agents import ShadowService
 from streams.shadow.workflows import RunShadow
@@ -78,8 +78,8 @@ def register_shadow_routes(app: faust.App, service: ShadowService, *,
             if not isinstance(run_id, str) or not isinstance(workflow_type, str):
                 raise BadRequest("run_id and workflow_type must be strings")
             existed = (workflow_id, run_id) in shadows.runs
-            effects = shadows.create(workflow_id, run_id, workflow_type,
-                                     now_ms())
+            effects = shadows.create(workflow_id, run_id, workflow_type, now_ms(),
+                                     partition=partition_of(workflow_id, shadows.pool.partitions))
             await (await service.publish(effects))
             return self.json({"workflow_id": workflow_id, "run_id": run_id,
                               "workflow_type": workflow_type, "created": not existed},

@@ -126,6 +126,7 @@ class RunShadow:
     workflow_id: str
     run_id: str
     workflow_type: str
+    partition: int = 0
     actions: dict[str, ActionShadow] = field(default_factory=dict)
     likely: dict[str, Prediction] = field(default_factory=dict)
     """Placeholders for likely next actions, by action type."""
@@ -224,13 +225,14 @@ class ShadowWorkflows:
         self._sizing_alerted: set[tuple[str, str]] = set()
 
     def create(self, workflow_id: str, run_id: str, workflow_type: str, now_ms: int,
-               event_ms: int | None = None) -> Effects:
+               event_ms: int | None = None, partition: int = 0) -> Effects:
         """Make a run's shadow (idempotent) and reserve ahead for its likely first actions
-        (``event_ms``: the workflow's time of its start, when known)."""
+        (``event_ms``: the workflow's time of its start, when known; ``partition``: the
+        workflow's, whose capacity share its reservations are held against)."""
         key = (workflow_id, run_id)
         if key in self.runs:
             return Effects()
-        run = self.runs[key] = RunShadow(workflow_id, run_id, workflow_type)
+        run = self.runs[key] = RunShadow(workflow_id, run_id, workflow_type, partition)
         self.latest_run[workflow_id] = run_id
         return self._reserve_likely(run, None, now_ms, event_ms, cause=0)
 
@@ -239,13 +241,13 @@ class ShadowWorkflows:
         run_id = self.latest_run.get(workflow_id)
         return None if run_id is None else self.runs.get((workflow_id, run_id))
 
-    def on_event(self, event: HistoryEvent, now_ms: int) -> Effects:
-        """Follow a history event."""
+    def on_event(self, event: HistoryEvent, now_ms: int, partition: int = 0) -> Effects:
+        """Follow a history event (of a workflow on ``partition``)."""
         effects = Effects()
         key = (event.workflow_id, event.run_id)
         if key not in self.runs:
             effects.extend(self.create(event.workflow_id, event.run_id, event.workflow_type,
-                                       now_ms, event.timestamp_ms))
+                                       now_ms, event.timestamp_ms, partition))
         run = self.runs[key]
         kind = event.kind
         if kind is EventKind.ACTION_SCHEDULED and event.action_id:
@@ -413,7 +415,8 @@ class ShadowWorkflows:
             commands, alerts = self.pool.reserve(
                 run.workflow_id, run.run_id, action_id, action_type, prediction.allocation,
                 confidence=prediction.confidence, source=prediction.source,
-                now_ms=now_ms, fallback=self._fallback(run, action), attempt=event.attempt)
+                now_ms=now_ms, fallback=self._fallback(run, action), attempt=event.attempt,
+                partition=run.partition)
             if not commands:
                 prediction.reservation_id = None
         action.prediction = prediction
@@ -466,7 +469,8 @@ class ShadowWorkflows:
                 run.workflow_id, run.run_id, placeholder, action_type, prediction.allocation,
                 confidence=prediction.confidence * probability,
                 source=prediction.source, now_ms=now_ms,
-                rid=placeholder_id(run.workflow_id, run.run_id, action_type, cause))
+                rid=placeholder_id(run.workflow_id, run.run_id, action_type, cause),
+                partition=run.partition)
             if not commands:
                 effects.alerts += alerts
                 continue

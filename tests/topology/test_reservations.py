@@ -1,7 +1,7 @@
 """The reservation stream a resource manager consumes, checked with the reference consumer
 (`shadowflow reservations`): distinct commands have distinct ids, every reservation is released
-exactly once, and what is held never exceeds the pool's capacity. Real broker, ClickHouse and
-worker."""
+exactly once, and what two workers hold together never exceeds the one capacity configured.
+Real broker, ClickHouse and workers."""
 
 from __future__ import annotations
 
@@ -19,7 +19,14 @@ from streams.runtime.kafka import Publisher, read_topic
 from streams.shadow.ledger import ReservationLedger
 from streams.traces.formats import load_wfformat
 from streams.traces.playback import history_from_trace
-from tests.support import TRACES, WorkerProcess, settings_env, wait_for
+from tests.support import (
+    TRACES,
+    WorkerProcess,
+    one_per_partition,
+    owners,
+    settings_env,
+    wait_for,
+)
 from topology import topics
 from topology.settings import Settings
 
@@ -30,20 +37,32 @@ RUNS = [TRACES / "makeflow" / "blast" / "blast-chameleon-small-001.json",
 CAPACITY_GIB = 24.0
 
 
+def _refusals(settings: Settings, workflows: set[str]) -> list[str]:
+    return [d.record["message"] for d in read_topic(settings, topics.ANOMALIES,
+                                                    skip_undecodable=True)
+            if d.record["workflow_id"] in workflows and d.record["kind"] == "RESERVATION_FAILED"]
+
+
 def _commands(settings: Settings, workflows: set[str]) -> list[dict]:
     return [d.record for d in read_topic(settings, topics.RESERVATIONS, skip_undecodable=True)
             if d.type_name == "ReservationCommand" and d.record["workflow_id"] in workflows]
 
 
-def test_the_reservation_stream_balances_within_capacity(
+def test_two_workers_balance_the_stream_within_one_capacity(
         settings: Settings, worker_factory: Callable[..., WorkerProcess]) -> None:
     if not all(path.exists() for path in RUNS):
         pytest.skip("the shared traces are not beside the project")
-    worker = worker_factory(pool_memory_gib=CAPACITY_GIB, pool_cpu_cores=1000.0).start()
+    workers = [worker_factory(pool_memory_gib=CAPACITY_GIB, pool_cpu_cores=1000.0).start()
+               for _ in range(2)]
+    # Publish once the group settled with each worker owning partitions: shadows do not move
+    # with a partition yet, so a rebalance in the middle of the runs would unbalance the ledger.
+    bases = [f"http://127.0.0.1:{w.settings.web_port}" for w in workers]
+    probes = one_per_partition("probe", settings.partitions)
+    wait_for(lambda: owners(bases, probes), timeout=90, what="both workers owning partitions")
     tag = uuid.uuid4().hex[:6]
     publisher = Publisher(settings)
     workflows = set()
-    for index, path in enumerate(RUNS):  # the later runs reserve ahead what the first taught
+    for index, path in enumerate(RUNS * 2):  # the later runs reserve ahead what the first taught
         workflow_id = f"ledger-{tag}-{index}"
         workflows.add(workflow_id)
         publisher.send_history(history_from_trace(load_wfformat(path), workflow_id, "run",
@@ -63,7 +82,10 @@ def test_the_reservation_stream_balances_within_capacity(
                for same in by_id.values()), "one command id, two different commands"
     assert ledger.peaks["memory_bytes"] <= CAPACITY_GIB * 2**30
     assert any(c["action_id"].startswith("next:") for c in commands), "reserved ahead too"
-    worker.stop()
+    assert any("cannot hold" in c for c in _refusals(settings, workflows)), (
+        "the capacity was reached, or the test proves nothing")
+    for worker in workers:
+        worker.stop()
 
     # The reference consumer, as an operator runs it.
     out = subprocess.run([sys.executable, "-m", "topology.cli", "reservations", "--json"],

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import statistics
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from types import SimpleNamespace
-from typing import Any, NamedTuple
+from typing import Any
 
 import aiohttp
 import pytest
@@ -45,7 +41,18 @@ from streams.runtime.forwarding import (
 from streams.runtime.kafka import Publisher
 from streams.traces.formats import load_wfformat
 from streams.traces.playback import history_from_trace
-from tests.support import TRACES, WorkerProcess, free_port, wait_for
+from tests.support import (
+    TRACES,
+    Answer,
+    Owners,
+    WorkerProcess,
+    call,
+    free_port,
+    one_per_partition,
+    owners,
+    quote_id,
+    wait_for,
+)
 from topology.settings import Settings
 
 TRACE = TRACES / "makeflow" / "blast" / "blast-chameleon-small-001.json"
@@ -208,64 +215,6 @@ def test_forwarding_keeps_method_path_query_headers_and_body_and_bounds_the_wait
 
 # --- two real workers --------------------------------------------------------------------------
 
-class Answer(NamedTuple):
-    status: int
-    body: Any
-    served_by: str | None
-    retry_after: str | None
-    seconds: float
-
-
-def call(method: str, url: str, body: object = None, raw: bytes | None = None,
-         timeout: float = 15.0) -> Answer:
-    """One HTTP request, answered within ``timeout`` or the test fails."""
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    started = time.monotonic()
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status, headers, payload = response.status, response.headers, response.read()
-    except urllib.error.HTTPError as error:
-        status, headers, payload = error.code, error.headers, error.read()
-    return Answer(status, json.loads(payload), headers.get(SERVED_BY),
-                  headers.get("Retry-After"), time.monotonic() - started)
-
-
-def _quote(workflow_id: str) -> str:
-    return urllib.parse.quote(workflow_id, safe="")
-
-
-def one_per_partition(prefix: str, partitions: int) -> list[str]:
-    """Workflow ids, one on each partition (a space and a non-ASCII letter included)."""
-    found: dict[int, str] = {}
-    for i in range(10_000):
-        found.setdefault(partition_of(f"{prefix} ü-{i}", partitions), f"{prefix} ü-{i}")
-        if len(found) == partitions:
-            break
-    return [found[p] for p in sorted(found)]
-
-
-class Owners(dict[int, str]):
-    """The owner of each partition."""
-
-    def of(self, workflow_id: str) -> str:
-        return self[partition_of(workflow_id, len(self))]
-
-
-def owners(bases: list[str], ids: list[str]) -> Owners | None:
-    """The owner of the partition of each of ``ids`` (one per partition), once every worker
-    agrees and each owns some: None before."""
-    found = Owners()
-    for partition, workflow_id in enumerate(ids):
-        answers = [call("GET", f"{base}/shadow/{_quote(workflow_id)}/state") for base in bases]
-        served = {a.served_by for a in answers}
-        if any(a.status not in (200, 404) for a in answers) or len(served) != 1:
-            return None
-        found[partition] = served.pop()
-    return found if set(found.values()) == set(bases) else None
-
-
 def publish_runs(settings: Settings, ids: Iterable[str],
                  workflow_type: str) -> dict[str, list[HistoryEvent]]:
     """A real trace's history for each id (no telemetry: feedback comes from the API)."""
@@ -286,7 +235,7 @@ def check_mirror_routes(bases: list[str], owner: Owners, runs: dict[str, list[Hi
     """State, promote and what-if (its body) answer alike through every worker; the state's
     latency goes to ``latencies`` (by whether it was forwarded)."""
     for workflow_id, events in runs.items():
-        url, last = _quote(workflow_id), events[-1].sequence
+        url, last = quote_id(workflow_id), events[-1].sequence
         expected = rebuild(events, DEFAULT).variables
         for i, base in enumerate(bases):
             state = call("GET", f"{base}/shadow/{url}/state")
@@ -308,7 +257,7 @@ def check_shadow_routes(bases: list[str], owner: Owners,
                         runs: dict[str, list[HistoryEvent]]) -> None:
     """Prediction and feedback of each run's actions through every worker."""
     for workflow_id, events in runs.items():
-        url = _quote(workflow_id)
+        url = quote_id(workflow_id)
         actions = sorted({e.action_id for e in events if e.action_id})
         for i, base in enumerate(bases):
             action = actions[i]
@@ -332,21 +281,21 @@ def check_create(bases: list[str], owner: Owners, workflow_type: str,
     for n, workflow_id in enumerate(ids):
         base, other = bases[n % 2], bases[(n + 1) % 2]
         body = {"run_id": f"run-{n}", "workflow_type": workflow_type}
-        made = call("POST", f"{base}/shadow/create/{_quote(workflow_id)}", body)
+        made = call("POST", f"{base}/shadow/create/{quote_id(workflow_id)}", body)
         assert (made.status, made.served_by) == (201, owner.of(workflow_id)), made
         assert made.seconds < 5
         assert made.body == {"workflow_id": workflow_id, "created": True, **body}
         latencies[made.served_by != base].append(made.seconds)
-        again = call("POST", f"{other}/shadow/create/{_quote(workflow_id)}", body)
+        again = call("POST", f"{other}/shadow/create/{quote_id(workflow_id)}", body)
         assert (again.status, again.body["created"], again.served_by) == (
             200, False, made.served_by)
-        bad = call("POST", f"{other}/shadow/create/{_quote(workflow_id)}", raw=b"[1]")
+        bad = call("POST", f"{other}/shadow/create/{quote_id(workflow_id)}", raw=b"[1]")
         assert bad.status == 400 and "JSON object" in bad.body["reason"]
 
 
 def wait_for_runs(bases: list[str], runs: dict[str, list[HistoryEvent]]) -> None:
     def mirrored() -> bool:
-        return all(call("GET", f"{bases[0]}/shadow/{_quote(w)}/state").body.get("sequence")
+        return all(call("GET", f"{bases[0]}/shadow/{quote_id(w)}/state").body.get("sequence")
                    == events[-1].sequence for w, events in runs.items())
     wait_for(mirrored, what="every run mirrored", timeout=60)
 
@@ -383,7 +332,7 @@ def test_every_route_through_either_worker_and_after_a_rebalance(
     seen: list[Answer] = []
 
     def taken_over() -> bool:
-        seen.append(call("GET", f"{bases[0]}/shadow/{_quote(moved[0])}/state"))
+        seen.append(call("GET", f"{bases[0]}/shadow/{quote_id(moved[0])}/state"))
         return seen[-1].status == 200
     wait_for(taken_over, what="the first worker taking over", timeout=40)
     assert seen[0].status == 503 and seen[0].retry_after and seen[0].body["reason"]
@@ -397,7 +346,7 @@ def test_every_route_through_either_worker_and_after_a_rebalance(
     during: list[Answer] = []
 
     def settled() -> Owners | None:
-        during.extend(call("GET", f"{base}/shadow/{_quote(moved[0])}/state") for base in bases)
+        during.extend(call("GET", f"{base}/shadow/{quote_id(moved[0])}/state") for base in bases)
         return owners(bases, ids)
     owner = wait_for(settled, what="the partitions split again", timeout=60)
     assert all(a.status in (200, 503) and a.seconds < 5 for a in during), during

@@ -78,3 +78,18 @@ def test_adjust_within_capacity_only() -> None:
 def test_unknown_resource_class_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown resource classes"):
         ReservationPool({"gpus": 4})
+
+
+def test_capacity_is_shared_out_among_the_partitions() -> None:
+    pool = ReservationPool({"memory_bytes": 10 * GB}, partitions=2)
+    assert pool.free("memory_bytes", 0) == pool.free("memory_bytes", 1) == 5 * GB
+    ok, _ = pool.reserve("w", "r", "a", "t", {"memory_bytes": 4 * GB}, confidence=1.0,
+                         source="MODEL", now_ms=0, partition=0)
+    full, alerts = pool.reserve("w", "r", "b", "t", {"memory_bytes": 4 * GB}, confidence=1.0,
+                                source="MODEL", now_ms=0, partition=0)
+    other, _ = pool.reserve("v", "r", "c", "t", {"memory_bytes": 4 * GB}, confidence=1.0,
+                            source="MODEL", now_ms=0, partition=1)
+    assert ok and not full and other and "partition's share" in alerts[0].message
+    assert pool.in_use("memory_bytes") == 8 * GB <= pool.capacity["memory_bytes"]
+    [reservation] = [c.reservation for c in ok]
+    assert pool.adjust(reservation.reservation_id, {"memory_bytes": 6 * GB}, 0)[0] == []
