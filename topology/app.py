@@ -93,8 +93,9 @@ def create_app(settings: Settings, feedback_rows: Sequence[tuple[Any, ...]] = ()
             partitions=settings.partitions),
             ShadowConfig(settings.confidence_threshold, settings.likely_next_probability,
                          settings.miss_alert_ratio)),
-        codec=codec, sink=sink,
-        reservation_topic=raw_topic(app, topics.RESERVATIONS, settings), anomalies=anomalies,
+        codec=codec, sink=sink, kafka=settings,
+        reservation_topic=raw_topic(app, topics.RESERVATIONS, settings),
+        shadow_topic=raw_topic(app, topics.SHADOWS, settings), anomalies=anomalies,
         telemetry_window_ms=int(settings.telemetry_window_seconds * 1000),
         feedback_grace_ms=int(settings.feedback_grace_seconds * 1000),
         retention_ms=settings.mirror_retention_ms)
@@ -104,7 +105,7 @@ def create_app(settings: Settings, feedback_rows: Sequence[tuple[Any, ...]] = ()
     register_history_agent(app, source=history, deadletters=deadletters, sink=sink,
                            codec=codec, settings=settings,
                            followers=[service, shadow_service])
-    register_shadow_agents(app, shadow_service,
+    register_shadow_agents(app, shadow_service, history=history,
                            telemetry=raw_topic(app, topics.TELEMETRY, settings),
                            deadletters=deadletters, settings=settings)
     register_mirror_agents(app, service, history=history,

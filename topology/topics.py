@@ -20,6 +20,7 @@ STATE = "wf.state"
 RESERVATIONS = "shadow.reservations"
 ANOMALIES = "shadow.anomalies"
 MIRROR = "shadow.mirror"
+SHADOWS = "shadow.shadows"
 DEADLETTER = "shadow.deadletter"
 DEFINITIONS = "shadow.definitions"
 
@@ -56,6 +57,8 @@ TOPICS: tuple[TopicSpec, ...] = (
               7 * DAY_MS),
     TopicSpec(ANOMALIES, "Anomalies and alerts (Anomaly).", 30 * DAY_MS),
     TopicSpec(MIRROR, "Mirror snapshots and deltas, latest per key.", 0, cleanup_policy="compact"),
+    TopicSpec(SHADOWS, "Shadow workflows' state (ShadowRecord), latest per run.", 0,
+              cleanup_policy="compact"),
     TopicSpec(DEADLETTER, "Messages that could not be processed (DeadLetter).", 30 * DAY_MS),
     TopicSpec(DEFINITIONS, "Workflow definitions registered through the API (JSON), latest "
               "per workflow type; every worker reads all of it.", 0, cleanup_policy="compact",

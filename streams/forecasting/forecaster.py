@@ -57,8 +57,8 @@ class Forecast:
     confidence: float
     """Estimated probability that ``amount`` covers the action's peak."""
     source: str
-    """``model`` (learned for this workflow and action type), ``historical`` (the action type
-    elsewhere), or ``manual`` (nothing learned: request or default)."""
+    """``MODEL`` (learned for this workflow and action type), ``HISTORICAL`` (the action type
+    elsewhere), or ``MANUAL`` (nothing learned: request or default)."""
     basis: str
     """Which level decided: ``run``, ``type``, ``action`` or ``default``."""
 

@@ -28,8 +28,9 @@ from streams.runtime.anomalies import AnomalyOutlet
 from streams.runtime.batches import BatchSettings, all_done, process_in_batches
 from streams.runtime.clock import now_ms
 from streams.runtime.deadletters import decode_or_dead_letter, publish_dead_letters
-from streams.runtime.kafka import KafkaAddress, read_partition
+from streams.runtime.kafka import KafkaAddress
 from streams.runtime.messages import Located, RawMessage
+from streams.runtime.restore import Entries, PartitionRestorer
 
 log = logging.getLogger(__name__)
 
@@ -46,38 +47,24 @@ class MirrorService:
         self.mirror_topic = mirror_topic
         self.anomalies = anomalies
         self.retention_ms = retention_ms
-        self.restored: set[int] = set()
-        self._restoring: dict[int, asyncio.Task[None]] = {}
+        self.restorer = PartitionRestorer(kafka, mirror_topic.get_topic_name(), codec,
+                                          self._load, "mirrors")
         self._tokens = itertools.count()
         self._done: dict[Hashable, asyncio.Future[None]] = {}
 
     async def ensure_restored(self, partitions: Iterable[int]) -> None:
         """Restore the mirrors of partitions not yet restored since they were assigned."""
-        for partition in sorted(set(partitions) - self.restored):
-            task = self._restoring.get(partition)
-            if task is None:
-                task = self._restoring[partition] = asyncio.ensure_future(
-                    self._restore(partition))
-            await asyncio.shield(task)
+        await self.restorer.ensure(partitions)
 
-    async def _restore(self, partition: int) -> None:
-        try:
-            entries = await asyncio.to_thread(
-                read_partition, self.kafka, self.mirror_topic.get_topic_name(), partition)
-            decoded = [(key or b"", None if value is None else self.codec.decode(value).record)
-                       for key, value in entries]
-            restored = restore_all(decoded, self.mirrors.limits)
-            self.mirrors.load(restored, partition)
-            self.restored.add(partition)
-            log.info("restored %d mirrors of partition %d from %d records", len(restored),
-                     partition, len(entries))
-        finally:
-            self._restoring.pop(partition, None)
+    def _load(self, partition: int, entries: Entries) -> int:
+        restored = restore_all(entries, self.mirrors.limits)
+        self.mirrors.load(restored, partition)
+        return len(restored)
 
     def forget_partitions(self, partitions: Iterable[int]) -> None:
         """The worker no longer owns these partitions."""
         partitions = set(partitions)
-        self.restored -= partitions
+        self.restorer.forget(partitions)
         for token in self.mirrors.drop_partitions(partitions):
             self._finish(token)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -20,7 +20,7 @@ import faust
 from faust.types import EventT
 
 from schemas.codec import Codec
-from schemas.records import RESOURCE_CLASSES, anomaly_record, telemetry_batches
+from schemas.records import RESOURCE_CLASSES, TelemetryBatch, anomaly_record, telemetry_batches
 from sinks.batcher import BatchingSink
 from sinks.tables import ACTION_USAGE, FEEDBACK, PREDICTIONS, RESERVATIONS, columns_of
 from streams.forecasting.sizing import TaskContext
@@ -28,7 +28,10 @@ from streams.runtime.anomalies import AnomalyOutlet
 from streams.runtime.batches import BatchSettings, all_done, process_in_batches
 from streams.runtime.clock import now_ms
 from streams.runtime.deadletters import decode_or_dead_letter, publish_dead_letters
+from streams.runtime.kafka import KafkaAddress
 from streams.runtime.messages import Located, RawMessage
+from streams.runtime.restore import Entries, PartitionRestorer
+from streams.shadow.changelog import record_key, restore_all, shadow_record
 from streams.shadow.pool import Alert, Command
 from streams.shadow.telemetry import windows
 from streams.shadow.workflows import Effects, Feedback, Prediction, RunShadow, ShadowWorkflows
@@ -40,37 +43,97 @@ class ShadowService:
     """The worker's shadow workflows and the topics and tables they write to."""
 
     def __init__(self, shadows: ShadowWorkflows, *, codec: Codec, sink: BatchingSink,
-                 reservation_topic: faust.TopicT, anomalies: AnomalyOutlet,
+                 kafka: KafkaAddress, reservation_topic: faust.TopicT,
+                 shadow_topic: faust.TopicT, anomalies: AnomalyOutlet,
                  telemetry_window_ms: int, feedback_grace_ms: int, retention_ms: int) -> None:
         self.shadows = shadows
         self.codec = codec
         self.sink = sink
         self.reservation_topic = reservation_topic
+        self.shadow_topic = shadow_topic
         self.anomalies = anomalies
         self.telemetry_window_ms = telemetry_window_ms
         self.feedback_grace_ms = feedback_grace_ms
         self.retention_ms = retention_ms
+        self.restorer = PartitionRestorer(kafka, shadow_topic.get_topic_name(), codec,
+                                          self._load, "shadows")
+        self._persisted: asyncio.Future[None] | None = None
 
     async def apply(self, located: Sequence[Located]) -> asyncio.Future[None]:
         """Follow a batch of history events; the future resolves when their effects are
-        published and stored."""
+        published and stored, and then the changed shadows' records."""
+        await self.restorer.ensure({item.partition for item in located})
         effects = Effects()
         stamp = now_ms()
         for item in located:
             effects.extend(self.shadows.on_event(item.event, stamp, item.partition))
-        return await self.publish(effects)
+        return await self.settle(effects)
 
-    async def telemetry(self, batches: Sequence[Any]) -> asyncio.Future[None]:
-        """Fold telemetry into the shadows and store its windows."""
+    async def settle(self, effects: Effects) -> asyncio.Future[None]:
+        """Publish and store ``effects``, then the records of the shadows changed so far: a
+        record never runs ahead of the effects it implies, so after a crash the new owner
+        restores a state whose commands and rows were all delivered, and the events after it
+        are consumed again and make the same commands (same ids)."""
+        stored = await self.publish(effects)
+        touched, forgotten = self.shadows.take_changes()
+        records: list[tuple[bytes, bytes | None, int]] = [
+            (record_key(*key), self._record(key), self.shadows.runs[key].partition)
+            for key in sorted(touched)]
+        records += [(record_key(*key), None, partition)
+                    for key, partition in sorted(forgotten.items())]
+        previous = self._persisted
+        self._persisted = asyncio.ensure_future(self._persist(previous, stored, records))
+        return self._persisted
+
+    async def _persist(self, previous: asyncio.Future[None] | None, stored: asyncio.Future[None],
+                       records: list[tuple[bytes, bytes | None, int]]) -> None:
+        if previous is not None:  # records go out in the order the states were taken
+            await previous
+        await stored
+        deliveries = [await self.shadow_topic.send(key=key, value=value, partition=partition,
+                                                   force=True)
+                      for key, value, partition in records]
+        for delivery in deliveries:
+            await delivery
+
+    def _record(self, key: tuple[str, str]) -> bytes:
+        run = self.shadows.runs[key]
+        pool = self.shadows.pool
+        return self.codec.encode("ShadowRecord", shadow_record(
+            run, pool.reservations_of(*key), pool.versions_of(*key),
+            self.shadows.transitions.of_type(run.workflow_type)))
+
+    def _load(self, partition: int, entries: Entries) -> int:
+        restored = restore_all(entries)
+        stamp = now_ms()
+        for item in restored:
+            self.shadows.transitions.merge(item.run.workflow_type, item.transitions)
+            self.shadows.load(item.run, item.reservations, item.versions, stamp)
+        return len(restored)
+
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """The worker no longer owns these partitions: their shadows and what they hold are
+        the new owner's (restored from their records there)."""
+        partitions = set(partitions)
+        self.restorer.forget(partitions)
+        self.shadows.drop_partitions(partitions)
+
+    async def telemetry(self, batches: Sequence[tuple[int, TelemetryBatch]],
+                        ) -> asyncio.Future[None]:
+        """Fold telemetry (each batch with the partition it came from) into the shadows and
+        store its windows."""
+        await self.restorer.ensure({partition for partition, _ in batches})
         rows = []
-        for batch in batches:
+        for _, batch in batches:
             self.shadows.on_telemetry(batch.workflow_id, batch.run_id, batch.action_id,
                                       batch.memory_bytes, batch.cpu_cores, batch.network_bytes,
                                       batch.cost)
             rows += [asdict(w) for w in windows(batch, self.telemetry_window_ms)]
-        if not rows:
-            return all_done([])
-        return await self.sink.submit(ACTION_USAGE, columns_of(ACTION_USAGE, rows))
+        stored = Effects()
+        windows_stored = (await self.sink.submit(ACTION_USAGE, columns_of(ACTION_USAGE, rows))
+                          if rows else all_done([]))
+        persisted = await self.settle(stored)
+        return all_done([windows_stored, persisted])
 
     async def publish(self, effects: Effects) -> asyncio.Future[None]:
         """Send commands and alerts, store predictions, feedback, commands and alerts."""
@@ -97,9 +160,12 @@ class ShadowService:
         reservations lapse, forget finished runs."""
         stamp = now_ms()
         effects = self.shadows.due_feedback(stamp, self.feedback_grace_ms)
-        effects.commands += self.shadows.pool.expire(stamp)
-        await self.publish(effects)
+        expired = self.shadows.pool.expire(stamp)
+        for command in expired:
+            self.shadows.touch((command.reservation.workflow_id, command.reservation.run_id))
+        effects.commands += expired
         self.shadows.evict_finished(stamp, self.retention_ms)
+        await self.settle(effects)
 
     def warm_up(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """Teach the forecaster from stored feedback rows (workflow_type, run_id, action_type,
@@ -173,8 +239,9 @@ def _int(value: float | None) -> int | None:
     return None if value is None else round(value)
 
 
-def register_shadow_agents(app: faust.App, service: ShadowService, *, telemetry: faust.TopicT,
-                           deadletters: faust.TopicT, settings: BatchSettings) -> None:
+def register_shadow_agents(app: faust.App, service: ShadowService, *, history: faust.TopicT,
+                           telemetry: faust.TopicT, deadletters: faust.TopicT,
+                           settings: BatchSettings) -> None:
     """The telemetry agent and the shadows' timer. History reaches the shadows through the
     history agent (``ShadowService.apply``)."""
     codec = service.codec
@@ -183,7 +250,8 @@ def register_shadow_agents(app: faust.App, service: ShadowService, *, telemetry:
         decoded = decode_or_dead_letter([RawMessage.of(e) for e in events], codec,
                                         telemetry_batches, now_ms())
         await publish_dead_letters(deadletters, decoded.rejects, codec)
-        return await service.telemetry([b for _, items in decoded.items for b in items])
+        return await service.telemetry([(message.partition, b)
+                                        for message, items in decoded.items for b in items])
 
     @app.agent(telemetry, name="telemetry")
     async def ingest_telemetry(stream: faust.StreamT) -> None:
@@ -192,3 +260,8 @@ def register_shadow_agents(app: faust.App, service: ShadowService, *, telemetry:
     @app.timer(interval=1.0)
     async def shadow_timer() -> None:
         await service.tick()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: faust.App, revoked: set, **_: object) -> None:
+        name = history.get_topic_name()
+        service.forget_partitions(tp.partition for tp in revoked if tp.topic == name)

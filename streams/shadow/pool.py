@@ -10,7 +10,7 @@ workflow, whose commands must be published in order (key them by workflow id).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from schemas.ids import stable_hex
@@ -229,9 +229,33 @@ class ReservationPool:
         return commands
 
     def forget_run(self, workflow_id: str, run_id: str) -> None:
-        """The run is gone for good: forget its reservations' versions."""
+        """The run is gone for good, or is another worker's now: forget what it holds (no
+        command: whoever owns the run now holds it) and its reservations' versions."""
         for rid in self._ids_of_run.pop((workflow_id, run_id), ()):
             self._versions.pop(rid, None)
+            self._drop(rid)
+
+    def reservations_of(self, workflow_id: str, run_id: str) -> list[Reservation]:
+        """The reservations a run holds now."""
+        ids = self._ids_of_run.get((workflow_id, run_id), ())
+        return [self.held[rid] for rid in sorted(ids) if rid in self.held]
+
+    def versions_of(self, workflow_id: str, run_id: str) -> dict[str, int]:
+        """The command versions of a run's reservations (held or not)."""
+        ids = self._ids_of_run.get((workflow_id, run_id), ())
+        return {rid: self._versions[rid] for rid in sorted(ids) if rid in self._versions}
+
+    def restore(self, workflow_id: str, run_id: str, reservations: Iterable[Reservation],
+                versions: Mapping[str, int]) -> None:
+        """Hold what a restored run held, and continue its command versions (no command: the
+        resource manager was told already)."""
+        ids = self._ids_of_run.setdefault((workflow_id, run_id), set())
+        for reservation in reservations:
+            self._hold(reservation)
+            ids.add(reservation.reservation_id)
+        for rid, version in versions.items():
+            self._versions[rid] = version
+            ids.add(rid)
 
     def _fits(self, amounts: Mapping[str, float], partition: int) -> bool:
         return all(amounts.get(k, 0.0) <= self.free(k, partition) for k in self.share)

@@ -80,7 +80,7 @@ def register_shadow_routes(app: faust.App, service: ShadowService, *,
             existed = (workflow_id, run_id) in shadows.runs
             effects = shadows.create(workflow_id, run_id, workflow_type, now_ms(),
                                      partition=partition_of(workflow_id, shadows.pool.partitions))
-            await (await service.publish(effects))
+            await (await service.settle(effects))
             return self.json({"workflow_id": workflow_id, "run_id": run_id,
                               "workflow_type": workflow_type, "created": not existed},
                              status=200 if existed else 201)
@@ -124,7 +124,7 @@ def register_shadow_routes(app: faust.App, service: ShadowService, *,
                 return self.json({"reason": f"feedback for {action_id!r} was already "
                                             "recorded"}, status=409)
             effects = shadows.feedback(run, action, actual)
-            await (await service.publish(effects))
+            await (await service.settle(effects))
             [result] = effects.feedback
             return self.json({"workflow_id": workflow_id, "action_id": action_id,
                               "predicted": result.predicted, "actual": result.actual,

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from schemas.records import RESOURCE_CLASSES, EventKind, HistoryEvent
 from streams.forecasting.forecaster import HISTORICAL, MANUAL, MODEL, Forecast, Forecaster
@@ -29,6 +30,7 @@ from streams.forecasting.sizing import TaskContext
 from streams.shadow.pool import (
     Alert,
     Command,
+    Reservation,
     ReservationPool,
     placeholder_id,
     reservation_id,
@@ -193,6 +195,20 @@ class Transitions:
         run's start)."""
         self._counts[(workflow_type, previous)][scheduled] += 1
 
+    def of_type(self, workflow_type: str) -> list[tuple[str | None, str, int]]:
+        """What was learned for a workflow type, as (previous, next, count), sorted."""
+        return sorted(((previous, scheduled, n)
+                       for (wtype, previous), counts in self._counts.items()
+                       if wtype == workflow_type for scheduled, n in counts.items()),
+                      key=lambda item: (item[0] or "", item[1]))
+
+    def merge(self, workflow_type: str, learned: Iterable[Sequence[Any]]) -> None:
+        """Take what another worker (or this one before a restart) had learned: each count
+        becomes the larger of the two."""
+        for previous, scheduled, n in learned:
+            counts = self._counts[(workflow_type, previous)]
+            counts[scheduled] = max(counts[scheduled], int(n))
+
     def likely(self, workflow_type: str, previous: str | None,
                min_probability: float) -> list[tuple[str, float]]:
         """Next action types with their probabilities, most likely first."""
@@ -223,6 +239,46 @@ class ShadowWorkflows:
         self._awaiting_feedback: deque[tuple[int, tuple[str, str], str, int]] = deque()
         # One "manual sizing needed" alert per workflow and action type, not one per action.
         self._sizing_alerted: set[tuple[str, str]] = set()
+        # Runs changed, and runs forgotten, since the caller last took them (to persist them).
+        self._touched: set[tuple[str, str]] = set()
+        self._forgotten: dict[tuple[str, str], int] = {}
+
+    def take_changes(self) -> tuple[set[tuple[str, str]], dict[tuple[str, str], int]]:
+        """The runs changed, and the runs forgotten (with their partition), since the last
+        call."""
+        touched, forgotten = self._touched - self._forgotten.keys(), self._forgotten
+        self._touched, self._forgotten = set(), {}
+        return touched, forgotten
+
+    def touch(self, key: tuple[str, str]) -> None:
+        """Note that a run's state changed (its reservations, say) outside ``on_event``."""
+        if key in self.runs:
+            self._touched.add(key)
+
+    def load(self, run: RunShadow, reservations: Sequence[Reservation],
+             versions: Mapping[str, int], now_ms: int) -> None:
+        """Take over a run restored from its record, with what it holds; completed actions
+        still waiting for their usage wait again from ``now_ms``."""
+        key = (run.workflow_id, run.run_id)
+        self.runs[key] = run
+        self.latest_run[run.workflow_id] = run.run_id
+        self.pool.restore(run.workflow_id, run.run_id, reservations, versions)
+        for action in run.actions.values():
+            if action.completed_ms is not None and not action.feedback_done:
+                self._awaiting_feedback.append((now_ms, key, action.action_id, action.attempt))
+
+    def drop_partitions(self, partitions: Iterable[int]) -> list[tuple[str, str]]:
+        """Forget the runs of partitions this worker no longer owns, and what they hold (their
+        new owner restores and holds it): no command is made."""
+        partitions = set(partitions)
+        gone = [key for key, run in self.runs.items() if run.partition in partitions]
+        for key in gone:
+            del self.runs[key]
+            self.pool.forget_run(*key)
+            if self.latest_run.get(key[0]) == key[1]:
+                del self.latest_run[key[0]]
+        self._touched -= set(gone)
+        return gone
 
     def create(self, workflow_id: str, run_id: str, workflow_type: str, now_ms: int,
                event_ms: int | None = None, partition: int = 0) -> Effects:
@@ -234,6 +290,7 @@ class ShadowWorkflows:
             return Effects()
         run = self.runs[key] = RunShadow(workflow_id, run_id, workflow_type, partition)
         self.latest_run[workflow_id] = run_id
+        self._touched.add(key)
         return self._reserve_likely(run, None, now_ms, event_ms, cause=0)
 
     def shadow_of(self, workflow_id: str) -> RunShadow | None:
@@ -249,6 +306,7 @@ class ShadowWorkflows:
             effects.extend(self.create(event.workflow_id, event.run_id, event.workflow_type,
                                        now_ms, event.timestamp_ms, partition))
         run = self.runs[key]
+        self._touched.add(key)
         kind = event.kind
         if kind is EventKind.ACTION_SCHEDULED and event.action_id:
             effects.extend(self._scheduled(run, event, now_ms))
@@ -298,6 +356,7 @@ class ShadowWorkflows:
         action = run.actions.get(action_id) if run else None
         if action is not None:
             action.usage.add(memory, cpu, network, cost)
+            self._touched.add((workflow_id, run_id))
             return True
         key = (workflow_id, run_id, action_id)
         if key not in self.early_usage and len(self.early_usage) >= self.max_early_usage:
@@ -331,6 +390,7 @@ class ShadowWorkflows:
         if action.feedback_done or action.prediction is None:
             return effects
         action.feedback_done = True
+        self._touched.add((run.workflow_id, run.run_id))
         prediction = action.prediction
         context = self._context(run, action)
         runtime_s = max(0.0, ((action.completed_ms or 0) - (action.started_ms or 0)) / 1000)
@@ -370,7 +430,7 @@ class ShadowWorkflows:
         gone = [k for k, r in self.runs.items()
                 if r.finished_ms is not None and now_ms - r.finished_ms > retention_ms]
         for key in gone:
-            del self.runs[key]
+            self._forgotten[key] = self.runs.pop(key).partition
             for early in [k for k in self.early_usage if k[:2] == key]:
                 del self.early_usage[early]
             self.forecaster.forget_run(key[1])

@@ -96,6 +96,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "expires_ms": 1_718_000_724_500,
     },
     "Resources": Resources(cpu_cores=0.25, memory_bytes=512 * 2**20).to_avro(),
+    "ShadowRecord": {"workflow_id": "wf-7f3a", "run_id": "run-0192", "workflow_type": "blast",
+                     "partition": 3, "format": 1, "state": '{"actions":[],"likely":{}}'},
     "StateSnapshot": StateSnapshot("wf-7f3a", "run-0192", 12, 1_718_000_123_456,
                                    {"hits": 3417, "evalue": 1e-30, "status": "ok",
                                     "converged": True, "note": None, "delta": -4}).to_avro(),

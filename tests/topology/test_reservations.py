@@ -9,12 +9,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
 
 import pytest
 
+from sinks.clickhouse import connect
 from streams.runtime.kafka import Publisher, read_topic
 from streams.shadow.ledger import ReservationLedger
 from streams.traces.formats import load_wfformat
@@ -41,6 +43,12 @@ def _refusals(settings: Settings, workflows: set[str]) -> list[str]:
     return [d.record["message"] for d in read_topic(settings, topics.ANOMALIES,
                                                     skip_undecodable=True)
             if d.record["workflow_id"] in workflows and d.record["kind"] == "RESERVATION_FAILED"]
+
+
+def _stored_commands(settings: Settings, tag: str) -> int:
+    return connect(settings).execute(
+        "SELECT count() FROM reservations FINAL WHERE workflow_id LIKE %(p)s",
+        {"p": f"crash-{tag}-%"})[0][0]
 
 
 def _commands(settings: Settings, workflows: set[str]) -> list[dict]:
@@ -93,3 +101,54 @@ def test_two_workers_balance_the_stream_within_one_capacity(
                          text=True, timeout=120)
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     assert figures["commands"] >= len(by_id) and figures["reserved"] >= ledger.reserved
+
+
+def test_a_worker_killed_mid_stream_leaves_the_ledger_balanced(
+        settings: Settings, worker_factory: Callable[..., WorkerProcess]) -> None:
+    if not RUNS[0].exists():
+        pytest.skip("the shared traces are not beside the project")
+    tag = uuid.uuid4().hex[:6]
+    trace = load_wfformat(RUNS[0])
+    runs = {f"crash-{tag}-{i}": history_from_trace(trace, f"crash-{tag}-{i}", "run",
+                                                   1_700_000_000_000 + i, slots=None)
+            for i in range(8)}
+    actions = {(w, e.action_id) for w, events in runs.items() for e in events if e.action_id}
+    publisher = Publisher(settings)
+    stop = threading.Event()
+
+    def publish_slowly() -> None:  # several seconds, so the kill lands mid-stream
+        for start in range(0, max(len(e) for e in runs.values()), 10):
+            for events in runs.values():
+                publisher.send_history(events[start:start + 10])
+            publisher.flush()
+            stop.wait(1.0)
+
+    roomy = {"pool_memory_gib": 10_000.0, "pool_cpu_cores": 10_000.0}  # nothing refused
+    first = worker_factory(**roomy).start()
+    thread = threading.Thread(target=publish_slowly)
+    thread.start()
+    wait_for(lambda: _stored_commands(settings, tag) > 40, what="some commands stored")
+    first.kill()
+    at_kill = _stored_commands(settings, tag)
+    worker_factory(**roomy).start(timeout=90)
+    thread.join()
+
+    def balanced() -> ReservationLedger | None:
+        ledger = ReservationLedger().apply_all(_commands(settings, set(runs)))
+        return ledger if ledger.balanced else None
+
+    try:
+        ledger = wait_for(balanced, timeout=120, what="every reservation released once")
+    except AssertionError:
+        ledger = ReservationLedger().apply_all(_commands(settings, set(runs)))
+        held = sorted((h.workflow_id, h.action_id) for h in ledger.held.values())
+        history = [(c["op"], c["action_id"], c.get("reason", ""))
+                   for c in _commands(settings, set(runs))
+                   if c["reservation_id"] in ledger.held]
+        raise AssertionError(f"not balanced: problems {ledger.problems[:5]}, "
+                             f"held {held[:5]} of {len(held)}: {history}") from None
+    assert at_kill < len(ledger.held) + ledger.commands, "the kill must come mid-stream"
+    reserved = {(h.workflow_id, h.action_id) for h in ledger.held.values()}
+    assert not reserved and not ledger.problems
+    commands = _commands(settings, set(runs))
+    assert {(c["workflow_id"], c["action_id"]) for c in commands} >= actions

@@ -217,13 +217,15 @@ def test_forwarding_keeps_method_path_query_headers_and_body_and_bounds_the_wait
 
 def publish_runs(settings: Settings, ids: Iterable[str],
                  workflow_type: str) -> dict[str, list[HistoryEvent]]:
-    """A real trace's history for each id (no telemetry: feedback comes from the API)."""
+    """A real trace's history for each id (no telemetry, no usage in the completions: feedback
+    comes from the API)."""
     trace = load_wfformat(TRACE)
     runs = {}
     publisher = Publisher(settings)
     for workflow_id in ids:
         events = [dataclasses.replace(e, workflow_type=workflow_type) for e in
-                  history_from_trace(trace, workflow_id, "run-1", 1_700_000_000_000)]
+                  history_from_trace(trace, workflow_id, "run-1", 1_700_000_000_000,
+                                     report_usage=False)]
         publisher.send_history(events, per_message=50)
         runs[workflow_id] = events
     publisher.flush()
