@@ -7,6 +7,7 @@ values in force. The README's configuration table lists the same names and docum
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -112,7 +113,12 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        """Raise ``SettingsError`` for values no deployment can run with."""
+        """Raise ``SettingsError`` for values no deployment can run with: the name of the first
+        bad setting's variable. Every number must be finite (``nan``, ``inf`` parse as floats)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SettingsError(f"{env_name(f.name)} must be a finite number, got {value!r}")
         for name in ("partitions", "replication_factor", "consumer_batch", "sink_batch_rows",
                      "sink_max_pending_rows", "mirror_reorder_window"):
             if getattr(self, name) < 1:
@@ -124,6 +130,16 @@ class Settings:
                      "telemetry_window_seconds", "miss_alert_ratio"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be positive")
+        for name in ("confidence_threshold", "likely_next_probability"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise SettingsError(f"{env_name(name)} must be between 0 and 1")
+        for name in ("web_port", "clickhouse_port", "stack_clickhouse_http_port"):
+            if not 1 <= getattr(self, name) <= 65535:
+                raise SettingsError(f"{env_name(name)} must be a port number (1-65535)")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                raise SettingsError(f"{env_name(f.name)} must not be negative, got {value!r}")
         if not self.broker.strip():
             raise SettingsError(f"{env_name('broker')} must name at least one host:port")
 

@@ -14,6 +14,7 @@ import faust
 from schemas.codec import Codec, CodecError, Decoded
 from schemas.records import DeadLetter
 from streams.runtime.messages import RawMessage
+from streams.runtime.validation import violation
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,10 @@ def decode_or_dead_letter(messages: Sequence[RawMessage], codec: Codec,
                           unpack: Callable[[Decoded], list[T]],
                           now_ms: int) -> DecodedBatch[T]:
     """Decode each message and ``unpack`` it into records; a message that is empty, not a valid
-    Avro message or not of a type ``unpack`` accepts (it raises ``CodecError``) becomes a dead
-    letter naming the reason, and the others are unaffected."""
+    Avro message, not of a type ``unpack`` accepts (it raises ``CodecError``) or holds a record
+    outside the documented ranges, or under a key that is not its workflow id
+    (``streams.runtime.validation``), becomes a dead letter naming the reason (and the field),
+    and the others are unaffected."""
     batch: DecodedBatch[T] = DecodedBatch()
     for message in messages:
         if not message.value:
@@ -43,6 +46,10 @@ def decode_or_dead_letter(messages: Sequence[RawMessage], codec: Codec,
             records = unpack(codec.decode(message.value))
         except CodecError as exc:
             batch.rejects.append(message.dead_letter(str(exc), now_ms))
+            continue
+        wrong = violation(message.key, records)
+        if wrong is not None:
+            batch.rejects.append(message.dead_letter(str(wrong), now_ms))
             continue
         batch.items.append((message, records))
     return batch

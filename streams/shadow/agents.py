@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -29,6 +30,7 @@ from streams.runtime.batches import BatchSettings, all_done, process_in_batches
 from streams.runtime.clock import now_ms
 from streams.runtime.deadletters import decode_or_dead_letter, publish_dead_letters
 from streams.runtime.messages import Located, RawMessage
+from streams.runtime.validation import check_amount
 from streams.shadow.pool import Alert, Command
 from streams.shadow.telemetry import windows
 from streams.shadow.workflows import Effects, Feedback, Prediction, RunShadow, ShadowWorkflows
@@ -103,13 +105,24 @@ class ShadowService:
 
     def warm_up(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """Teach the forecaster from stored feedback rows (workflow_type, run_id, action_type,
-        actual memory, actual CPU, actual network, actual cost, runtime), oldest first."""
+        actual memory, actual CPU, actual network, actual cost, runtime), oldest first. A row
+        with an amount outside its documented range (stored before the boundary checked them)
+        is skipped and counted in the log, so it cannot poison the forecaster."""
+        skipped = 0
         for workflow_type, run_id, action_type, memory, cpu, network, cost, runtime in rows:
+            amounts = {"memory_bytes": memory, "cpu_cores": cpu, "network_bytes": network,
+                       "cost": cost}
+            if (any(check_amount(name, float(value)) for name, value in amounts.items())
+                    or not math.isfinite(float(runtime)) or runtime < 0):
+                skipped += 1
+                continue
             context = TaskContext(workflow_type, run_id, action_type)
             for resource, value in (("memory", memory), ("cpu", cpu), ("network", network),
                                     ("cost", cost)):
                 self.shadows.forecaster.observe(context, resource, float(value), 0.0, runtime)
-        return len(rows)
+        if skipped:
+            log.warning("skipped %d stored feedback rows with amounts out of range", skipped)
+        return len(rows) - skipped
 
 
 def _command_record(command: Command) -> dict[str, Any]:
