@@ -57,6 +57,9 @@ class Settings:
         10.0, "Ceiling of the exponential back-off between retries of a failed insert.")
     session_timeout_seconds: float = _setting(
         10.0, "Kafka consumer session timeout: how soon a crashed worker's partitions move.")
+    stop_timeout_seconds: float = _setting(
+        60.0, "Longest a stopping worker waits for unstored batches (ClickHouse down, a stuck "
+        "rebalance) before it exits anyway; their messages stay unacknowledged, nothing is lost.")
     stack_dir: Path = _setting(
         Path.home() / ".cache" / "shadowflow" / "stack",
         "Where `shadowflow stack` keeps the local broker's and ClickHouse's pid files, "
@@ -124,7 +127,7 @@ class Settings:
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("consumer_batch_seconds", "sink_flush_seconds", "sink_retry_max_seconds",
-                     "session_timeout_seconds", "mirror_gap_seconds",
+                     "session_timeout_seconds", "stop_timeout_seconds", "mirror_gap_seconds",
                      "mirror_compare_wait_seconds", "mirror_retention_seconds",
                      "pool_memory_gib", "pool_cpu_cores", "reservation_ttl_seconds",
                      "telemetry_window_seconds", "miss_alert_ratio"):

@@ -21,14 +21,18 @@ import faust
 from faust.types import EventT
 
 from schemas.codec import Codec
-from schemas.records import RESOURCE_CLASSES, anomaly_record, telemetry_batches
-from sinks.batcher import BatchingSink
+from schemas.records import RESOURCE_CLASSES, DeadLetter, anomaly_record, telemetry_batches
+from sinks.batcher import BatchingSink, Rejected
 from sinks.tables import ACTION_USAGE, FEEDBACK, PREDICTIONS, RESERVATIONS, columns_of
 from streams.forecasting.sizing import TaskContext
 from streams.runtime.anomalies import AnomalyOutlet
 from streams.runtime.batches import BatchSettings, all_done, process_in_batches
 from streams.runtime.clock import now_ms
-from streams.runtime.deadletters import decode_or_dead_letter, publish_dead_letters
+from streams.runtime.deadletters import (
+    dead_letter_refused,
+    decode_or_dead_letter,
+    publish_dead_letters,
+)
 from streams.runtime.messages import Located, RawMessage
 from streams.runtime.validation import check_amount
 from streams.shadow.pool import Alert, Command
@@ -62,17 +66,19 @@ class ShadowService:
             effects.extend(self.shadows.on_event(item.event, stamp))
         return await self.publish(effects)
 
-    async def telemetry(self, batches: Sequence[Any]) -> asyncio.Future[None]:
-        """Fold telemetry into the shadows and store its windows."""
-        rows = []
-        for batch in batches:
+    async def telemetry(self, batches: Sequence[tuple[Any, Any]]
+                        ) -> asyncio.Future[list[Rejected]]:
+        """Fold telemetry into the shadows and store its windows; ``batches`` are (origin,
+        batch) pairs, the origin handed to the sink with the batch's rows."""
+        rows, origins = [], []
+        for origin, batch in batches:
             self.shadows.on_telemetry(batch.workflow_id, batch.run_id, batch.action_id,
                                       batch.memory_bytes, batch.cpu_cores, batch.network_bytes,
                                       batch.cost)
-            rows += [asdict(w) for w in windows(batch, self.telemetry_window_ms)]
-        if not rows:
-            return all_done([])
-        return await self.sink.submit(ACTION_USAGE, columns_of(ACTION_USAGE, rows))
+            made = [asdict(w) for w in windows(batch, self.telemetry_window_ms)]
+            rows += made
+            origins += [origin] * len(made)
+        return await self.sink.submit(ACTION_USAGE, columns_of(ACTION_USAGE, rows), origins)
 
     async def publish(self, effects: Effects) -> asyncio.Future[None]:
         """Send commands and alerts, store predictions, feedback, commands and alerts."""
@@ -192,16 +198,25 @@ def register_shadow_agents(app: faust.App, service: ShadowService, *, telemetry:
     history agent (``ShadowService.apply``)."""
     codec = service.codec
 
+    async def dead_letter(letters: Sequence[DeadLetter]) -> None:
+        await publish_dead_letters(deadletters, letters, codec)
+
     async def handle(events: Sequence[EventT]) -> asyncio.Future[None]:
         decoded = decode_or_dead_letter([RawMessage.of(e) for e in events], codec,
                                         telemetry_batches, now_ms())
         await publish_dead_letters(deadletters, decoded.rejects, codec)
-        return await service.telemetry([b for _, items in decoded.items for b in items])
+        stored = await service.telemetry(
+            [(message, b) for message, items in decoded.items for b in items])
+        return dead_letter_refused(deadletters, stored, codec)
 
     @app.agent(telemetry, name="telemetry")
     async def ingest_telemetry(stream: faust.StreamT) -> None:
-        await process_in_batches(stream, settings, handle)
+        await process_in_batches(stream, settings, handle, dead_letter=dead_letter)
 
     @app.timer(interval=1.0)
     async def shadow_timer() -> None:
-        await service.tick()
+        try:
+            await service.tick()
+        except Exception:
+            # One bad run's state must not stop the timer for every other run.
+            log.exception("timer work failed; it runs again in a second")
