@@ -141,8 +141,8 @@ def hostile_telemetry(draw: st.DrawFn, prefix: str, n: int) -> Hostile:
     elif column == "attempt":
         value = draw(st.integers(-(2**31), 0))
     else:
-        value = draw(st.one_of(st.integers(-(2**63), -1),
-                               st.integers(v.MAX_TIMESTAMP_MS, 2**63 - 1)))
+        too_big = v.MAX_TIMESTAMP_MS if column == "timestamps_ms" else v.MAX_BYTES + 1
+        value = draw(st.one_of(st.integers(-(2**63), -1), st.integers(too_big, 2**63 - 1)))
     batch = _batch(workflow_id, **{column: value if column == "attempt" else [value]})
     field = column if column == "attempt" else f"{column}[0]"
     return Hostile(topics.TELEMETRY, workflow_id.encode(),
@@ -264,7 +264,14 @@ def test_hostile_records_never_stop_the_worker(
                     found[i] = letter
             return found if found.keys() == refused.keys() else None
 
-        found = wait_for(letters, timeout=60, what="a dead letter for every refused record")
+        try:
+            found = wait_for(letters, timeout=60, what="a dead letter for every refused record")
+        except AssertionError:
+            seen = {(d.topic, d.partition, d.offset) for d in (
+                DeadLetter.from_avro(x.record) for x in read_topic(settings, topics.DEADLETTER))}
+            missing = [(r.kind, r.field, producer.landed[i]) for i, r in refused.items()
+                       if producer.landed[i] not in seen]
+            raise AssertionError(f"no dead letter for {missing}") from None
         for i, record in refused.items():
             assert f"invalid {record.field}:" in found[i].reason, (record, found[i].reason)
         accepted = {r.workflow_id for r in hostile
