@@ -187,7 +187,7 @@ class DefinitionRegistry:
 def _number(document: Mapping[str, Any], name: str, default: float) -> float:
     value = document.get(name, default)
     if not is_number(value) or not math.isfinite(value) or value < 0:
-        raise DefinitionError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise DefinitionError(f"{name} must be a number >= 0 (and finite), got {value!r}")
     return float(value)
 
 
