@@ -4,7 +4,11 @@
 agent can go on consuming and ack its Kafka messages only when their rows are in ClickHouse
 (offsets are committed strictly after storage). A buffer is flushed when it holds ``max_rows`` or
 its oldest row is ``max_age`` seconds old. Inserts run on one dedicated thread, off the event
-loop. A failed insert is retried with exponential back-off until it succeeds. At most
+loop. A failed insert is retried with exponential back-off until it succeeds, unless the error
+says the values themselves can never be stored (``is_refusal``: a type, range or parse error,
+raised by the driver or by ClickHouse): then the batch is split in halves until the refused rows
+are alone, the others are stored, and the refused rows are handed back to their writers (each
+with the origin given to ``submit``) as ``Rejected``, for the writer's dead-letter path. At most
 ``max_pending_rows`` rows wait unstored; beyond that ``submit`` itself waits, which stops the
 agent and so the consumer: during an outage the pipeline applies back-pressure, nothing is dropped.
 """
@@ -17,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from struct import error as StructError
 from typing import Any
 
 from sinks.tables import TableSpec
@@ -31,6 +36,38 @@ class SinkClosed(RuntimeError):
     """The sink was closed before these rows could be stored; they were not acknowledged."""
 
 
+REFUSAL_CODES = frozenset({
+    6, 22, 25, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 321, 346, 349, 376, 441})
+"""ClickHouse error codes that mean the values cannot be stored, however often retried:
+CANNOT_PARSE_* (6, 22, 25, 26, 27, 38, 41, 72, 376, 441), TYPE_MISMATCH (53),
+ARGUMENT_OUT_OF_BOUND (69), CANNOT_CONVERT_TYPE (70), INCORRECT_DATA (117),
+TOO_LARGE_STRING_SIZE (131), VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE (321),
+CANNOT_CONVERT_CHARSET (346), CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN (349). Network errors,
+timeouts and a server that is down are not among them: those are retried."""
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """Whether a failed insert failed because of the values it carried (splitting the batch
+    finds the rows), rather than because ClickHouse could not be reached (retry)."""
+    if getattr(exc, "code", None) in REFUSAL_CODES:
+        return True
+    return isinstance(exc, TypeError | ValueError | OverflowError | StructError)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A row ClickHouse can never store, with the origin its writer gave and the reason."""
+
+    origin: Any
+    reason: str
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass
 class SinkStats:
     """Counters for logs and benchmarks."""
@@ -38,13 +75,16 @@ class SinkStats:
     rows: int = 0
     inserts: int = 0
     failed_attempts: int = 0
+    rejected: int = 0
 
 
 @dataclass
 class _Buffer:
     spec: TableSpec
     columns: list[list[Any]]
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    waiters: list[asyncio.Future[list[Rejected]]] = field(default_factory=list)
+    origins: list[tuple[int, Any]] = field(default_factory=list)
+    """Per row: the index of its waiter in ``waiters`` and the origin given to ``submit``."""
     rows: int = 0
     timer: asyncio.TimerHandle | None = None
     flushing: asyncio.Task[None] | None = None
@@ -73,25 +113,31 @@ class BatchingSink:
         self._closed = False
         self.stats = SinkStats()
 
-    async def write(self, spec: TableSpec, columns: Sequence[Sequence[Any]]) -> None:
-        """Add rows and wait until they are stored (``submit``, then await its future)."""
-        await (await self.submit(spec, columns))
+    async def write(self, spec: TableSpec, columns: Sequence[Sequence[Any]],
+                    origins: Sequence[Any] | None = None) -> list[Rejected]:
+        """Add rows and wait until they are stored (``submit``, then await its future); returns
+        the rows refused for good."""
+        return await (await self.submit(spec, columns, origins))
 
-    async def submit(self, spec: TableSpec,
-                     columns: Sequence[Sequence[Any]]) -> asyncio.Future[None]:
-        """Add rows (given as columns in ``spec.columns`` order); waits only while too many rows
-        are unstored. The returned future resolves when the rows are stored, or fails with
-        ``SinkClosed`` if the sink is closed before they are."""
+    async def submit(self, spec: TableSpec, columns: Sequence[Sequence[Any]],
+                     origins: Sequence[Any] | None = None) -> asyncio.Future[list[Rejected]]:
+        """Add rows (given as columns in ``spec.columns`` order), each with an optional origin
+        (for example the message it came from); waits only while too many rows are unstored.
+        The returned future resolves when the rows are stored, to the rows ClickHouse refused
+        for good (usually none), or fails with ``SinkClosed`` if the sink is closed before they
+        are."""
         if self._closed:
             raise SinkClosed("sink is closed")
         if len(columns) != len(spec.columns):
             raise ValueError(f"{spec.name}: {len(columns)} columns given, "
                              f"{len(spec.columns)} expected")
         count = len(columns[0]) if columns else 0
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[list[Rejected]] = asyncio.get_running_loop().create_future()
         if count == 0:
-            waiter.set_result(None)
+            waiter.set_result([])
             return waiter
+        if origins is not None and len(origins) != count:
+            raise ValueError(f"{spec.name}: {len(origins)} origins for {count} rows")
         async with self._room:
             # One oversized submission is let through alone rather than blocked for ever.
             await self._room.wait_for(
@@ -103,6 +149,8 @@ class BatchingSink:
         for target, values in zip(buffer.columns, columns, strict=True):
             target.extend(values)
         buffer.rows += count
+        index = len(buffer.waiters)
+        buffer.origins.extend((index, origin) for origin in (origins or [None] * count))
         buffer.waiters.append(waiter)
         if buffer.rows >= self._max_rows:
             self._start_flush(buffer)
@@ -150,23 +198,47 @@ class BatchingSink:
         try:
             while buffer.rows:
                 columns, waiters, rows = buffer.columns, buffer.waiters, buffer.rows
+                origins = buffer.origins
                 buffer.columns = [[] for _ in buffer.spec.columns]
-                buffer.waiters, buffer.rows = [], 0
+                buffer.waiters, buffer.rows, buffer.origins = [], 0, []
                 try:
-                    await self._insert_with_retry(buffer.spec, columns, rows)
+                    refused = await self._store(buffer.spec, columns, list(range(rows)))
                 except BaseException as exc:
                     for waiter in waiters:
                         if not waiter.done():
                             waiter.set_exception(SinkClosed(f"insert abandoned: {exc!r}"))
                     raise
-                for waiter in waiters:
+                by_waiter: list[list[Rejected]] = [[] for _ in waiters]
+                for row, reason in refused:
+                    index, origin = origins[row]
+                    by_waiter[index].append(Rejected(origin, reason))
+                for waiter, rejected in zip(waiters, by_waiter, strict=True):
                     if not waiter.done():
-                        waiter.set_result(None)
+                        waiter.set_result(rejected)
                 async with self._room:
                     self._pending -= rows
                     self._room.notify_all()
         finally:
             buffer.flushing = None
+
+    async def _store(self, spec: TableSpec, columns: list[list[Any]],
+                     rows: list[int]) -> list[tuple[int, str]]:
+        """Store ``rows`` (their indices into ``columns``); returns the rows ClickHouse refused
+        for good, with the reason, after storing the others (halving the batch around them)."""
+        part = columns if len(rows) == len(columns[0]) else [
+            [column[i] for i in rows] for column in columns]
+        try:
+            await self._insert_with_retry(spec, part, len(rows))
+            return []
+        except _Refused as refused:
+            if len(rows) == 1:
+                self.stats.rejected += 1
+                log.error("ClickHouse refused a row of %s for good; handing it back: %s",
+                          spec.name, refused.reason)
+                return [(rows[0], refused.reason)]
+        middle = len(rows) // 2
+        return (await self._store(spec, columns, rows[:middle])
+                + await self._store(spec, columns, rows[middle:]))
 
     async def _insert_with_retry(self, spec: TableSpec, columns: list[list[Any]],
                                  rows: int) -> None:
@@ -180,6 +252,8 @@ class BatchingSink:
                     self._executor, self._insert, spec.name, spec.columns, columns)
             except Exception as exc:
                 self.stats.failed_attempts += 1
+                if is_refusal(exc):
+                    raise _Refused(f"ClickHouse refused the values: {exc!r}"[:2000]) from exc
                 log.warning("insert of %d rows into %s failed (attempt %d), retrying in %.1fs: "
                             "%s", rows, spec.name, attempt, delay, exc)
                 await asyncio.sleep(delay)

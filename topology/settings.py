@@ -68,6 +68,9 @@ class Settings:
         10.0, "Ceiling of the exponential back-off between retries of a failed insert.")
     session_timeout_seconds: float = _setting(
         10.0, "Kafka consumer session timeout: how soon a crashed worker's partitions move.")
+    stop_timeout_seconds: float = _setting(
+        60.0, "Longest a stopping worker waits for unstored batches (ClickHouse down, a stuck "
+        "rebalance) before it exits anyway; their messages stay unacknowledged, nothing is lost.")
     stack_dir: Path = _setting(
         Path.home() / ".cache" / "shadowflow" / "stack",
         "Where `shadowflow stack` keeps the local broker's and ClickHouse's pid files, "
@@ -130,13 +133,18 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        """Raise ``SettingsError`` for values no deployment can run with."""
+        """Raise ``SettingsError`` for values no deployment can run with: the name of the first
+        bad setting's variable. Every number must be finite (``nan``, ``inf`` parse as floats)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SettingsError(f"{env_name(f.name)} must be a finite number, got {value!r}")
         for name in ("partitions", "replication_factor", "consumer_batch", "sink_batch_rows",
                      "sink_max_pending_rows", "mirror_reorder_window"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("consumer_batch_seconds", "sink_flush_seconds", "sink_retry_max_seconds",
-                     "session_timeout_seconds", "mirror_gap_seconds",
+                     "session_timeout_seconds", "stop_timeout_seconds", "mirror_gap_seconds",
                      "mirror_compare_wait_seconds", "mirror_retention_seconds",
                      "pool_memory_gib", "pool_cpu_cores", "reservation_ttl_seconds",
                      "reservation_max_lifetime_seconds",
@@ -144,6 +152,16 @@ class Settings:
                      "web_forward_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be positive")
+        for name in ("confidence_threshold", "likely_next_probability"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise SettingsError(f"{env_name(name)} must be between 0 and 1")
+        for name in ("web_port", "clickhouse_port", "stack_clickhouse_http_port"):
+            if not 1 <= getattr(self, name) <= 65535:
+                raise SettingsError(f"{env_name(name)} must be a port number (1-65535)")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                raise SettingsError(f"{env_name(f.name)} must not be negative, got {value!r}")
         if not self.broker.strip():
             raise SettingsError(f"{env_name('broker')} must name at least one host:port")
         if self.web_advertised_url:

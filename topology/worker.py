@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 
 import faust
 
@@ -32,4 +34,33 @@ def run_worker(settings: Settings) -> None:
     app = create_app(settings, stored_feedback(settings))
     log.info("worker %s: broker %s, HTTP on %s:%d", settings.app_id, settings.broker,
              settings.web_host, settings.web_port)
-    faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+    BoundedStopWorker(app, loglevel=settings.log_level,
+                      stop_timeout=settings.stop_timeout_seconds).execute_from_commandline()
+
+
+class BoundedStopWorker(faust.Worker):
+    """A Faust worker that stops within ``stop_timeout`` seconds of being told to.
+
+    Faust's stop waits, without a limit, for every message taken to be acked; a batch whose rows
+    cannot be stored (ClickHouse down) is never acked, so the stop would never end. A watchdog
+    thread started when the stop begins exits the process after ``stop_timeout``: what was not
+    stored stays unacknowledged and is consumed again after a restart, so nothing is lost."""
+
+    def __init__(self, *args: object, stop_timeout: float, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._stop_timeout = stop_timeout
+
+    async def on_stop(self) -> None:
+        """Start the watchdog, then stop as Faust does."""
+        watchdog = threading.Timer(self._stop_timeout, _exit_stuck, (self._stop_timeout,))
+        watchdog.daemon = True
+        watchdog.start()
+        await super().on_stop()
+
+
+def _exit_stuck(timeout: float) -> None:
+    log.critical("the worker did not stop within %.0fs (unstored batches: ClickHouse down?); "
+                 "exiting now, their messages stay unacknowledged and will be consumed again",
+                 timeout)
+    logging.shutdown()
+    os._exit(75)

@@ -14,7 +14,7 @@ from every completed action at three levels:
 
 With none of these, the user's request or the default is used (``manual``), raised by any
 sibling that already peaked above it. A retry (attempt ``n`` > 1) gets ``2^(n-1)`` times the
-memory: it most likely follows running out of it.
+memory (at most ``2^MAX_RETRY_DOUBLINGS``): it most likely follows running out of it.
 
 Memory is cost-aware: at each level, the allocation minimising the wastage it would have caused
 over the observations (a failure retried at double until it fits, weighted by runtime, as Tovar
@@ -43,6 +43,10 @@ from streams.forecasting.sizing import (
     cold_start,
     key_of,
 )
+
+MAX_RETRY_DOUBLINGS = 10
+"""A retry's memory doubles per earlier attempt up to this many times (1024x), so a huge attempt
+number cannot overflow the amount."""
 
 MODEL = "MODEL"
 HISTORICAL = "HISTORICAL"
@@ -269,6 +273,12 @@ GB = 1e9
 HOUR = 3600.0
 
 
+def retry_factor(attempt: int) -> float:
+    """How many times a first attempt's memory attempt ``attempt`` gets: doubled per earlier
+    attempt, at most ``2^MAX_RETRY_DOUBLINGS`` times."""
+    return 2.0 ** min(max(attempt - 1, 0), MAX_RETRY_DOUBLINGS)
+
+
 def _sorted_quantile(ordered: np.ndarray, q: float) -> float:
     """The ``q`` quantile (linear interpolation) of an already sorted array."""
     position = q * (len(ordered) - 1)
@@ -338,7 +348,7 @@ class Forecaster:
             if estimate is None:
                 amount = cold_start(task, resource)
                 if resource == "memory" and task.attempt > 1:
-                    amount *= 2 ** (task.attempt - 1)
+                    amount *= retry_factor(task.attempt)
                 return Forecast(amount, 0.0, MANUAL, "default")
             (amount, window, grown), basis, source = estimate, "action", HISTORICAL
             amount *= 1 + self.borrowed_headroom
@@ -347,7 +357,7 @@ class Forecaster:
         confidence = window.coverage(amount / grown, task.input_bytes)
         if resource == "memory" and task.attempt > 1:
             # A retry most likely follows running out of memory: double per earlier attempt.
-            amount *= 2 ** (task.attempt - 1)
+            amount *= retry_factor(task.attempt)
         return Forecast(amount, confidence, source, basis)
 
     def _estimate(self, window: _Window | None, elsewhere: _Window | None, task: TaskContext,
@@ -429,7 +439,10 @@ class Forecaster:
 
     def observe(self, task: TaskContext, resource: str, actual: float, allocated: float,
                 runtime_s: float) -> None:
-        """Learn from a completed action's peak."""
+        """Learn from a completed action's peak. A non-finite or negative peak or runtime is
+        ignored: one poisoned value would otherwise poison every later forecast of the key."""
+        if not (math.isfinite(actual) and actual >= 0 and math.isfinite(runtime_s)):
+            return
         self._window_of(self._by_type, key_of(task, resource)).add(
             task.input_bytes, actual, runtime_s)
         if self.borrow:

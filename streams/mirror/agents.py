@@ -21,7 +21,7 @@ import faust
 from faust.types import EventT
 
 from schemas.codec import Codec, CodecError, Decoded
-from schemas.records import StateSnapshot
+from schemas.records import DeadLetter, StateSnapshot
 from streams.mirror.changelog import DELTA, SNAPSHOT, next_record, record_key, restore_all
 from streams.mirror.registry import Finding, Mirrors, RunKey
 from streams.runtime.anomalies import AnomalyOutlet
@@ -150,6 +150,9 @@ def register_mirror_agents(app: faust.App, service: MirrorService, *, history: f
     History reaches the mirrors through the history agent (``MirrorService.apply``)."""
     codec = service.codec
 
+    async def dead_letter(letters: Sequence[DeadLetter]) -> None:
+        await publish_dead_letters(deadletters, letters, codec)
+
     async def handle(events: Sequence[EventT]) -> asyncio.Future[None]:
         decoded = decode_or_dead_letter([RawMessage.of(e) for e in events], codec, _snapshot,
                                         now_ms())
@@ -162,11 +165,15 @@ def register_mirror_agents(app: faust.App, service: MirrorService, *, history: f
 
     @app.agent(state, name="compare")
     async def compare_state(stream: faust.StreamT) -> None:
-        await process_in_batches(stream, settings, handle)
+        await process_in_batches(stream, settings, handle, dead_letter=dead_letter)
 
     @app.timer(interval=1.0)
     async def mirror_timer() -> None:
-        await service.tick()
+        try:
+            await service.tick()
+        except Exception:
+            # One bad run's state must not stop the timer for every other run.
+            log.exception("timer work failed; it runs again in a second")
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: faust.App, revoked: set, **_: object) -> None:

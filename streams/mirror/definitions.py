@@ -20,6 +20,7 @@ Every field but ``workflow_type`` is optional; a workflow type without a definit
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
@@ -28,6 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from schemas.records import SEVERITIES, is_number
+
+RESERVED_PREFIXES = ("wf.", "action.")
+"""Variables the mirror keeps itself (status, counters, actions' statuses): a definition's
+results cannot be mapped onto them."""
 
 
 class DefinitionError(ValueError):
@@ -181,8 +186,8 @@ class DefinitionRegistry:
 
 def _number(document: Mapping[str, Any], name: str, default: float) -> float:
     value = document.get(name, default)
-    if not is_number(value) or value < 0:
-        raise DefinitionError(f"{name} must be a number >= 0, got {value!r}")
+    if not is_number(value) or not math.isfinite(value) or value < 0:
+        raise DefinitionError(f"{name} must be a number >= 0 (and finite), got {value!r}")
     return float(value)
 
 
@@ -228,6 +233,10 @@ def _results(value: Any) -> dict[str, dict[str, ResultMapping]]:
                 spec = {"variable": spec}
             if not isinstance(spec, Mapping) or not isinstance(spec.get("variable"), str):
                 raise DefinitionError(f"results.{action_type}.{key} needs a variable name")
+            if spec["variable"].startswith(RESERVED_PREFIXES) or not spec["variable"]:
+                raise DefinitionError(
+                    f"results.{action_type}.{key}.variable {spec['variable']!r} is reserved: "
+                    f"names starting with {' or '.join(RESERVED_PREFIXES)} are the mirror's own")
             mode = spec.get("mode", "set")
             if mode not in ("set", "add"):
                 raise DefinitionError(f"results.{action_type}.{key}.mode must be set or add")

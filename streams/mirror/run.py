@@ -3,7 +3,8 @@
 Pure: no I/O, no clock, no commands. The same events give the same state, bit for bit, whatever
 order and duplication they arrive in within the reordering window. Events are applied strictly in
 sequence order; a duplicate (a sequence already applied or held) is counted and ignored; an event
-ahead of the next expected sequence is held until the gap fills. A gap is declared missing, and
+ahead of the next expected sequence is held until the gap fills; one more than ``max_ahead``
+(ten reorder windows) ahead is ignored and counted. A gap is declared missing, and
 skipped, when it has stayed open for ``gap_timeout_ms`` of event time (measured by later events'
 timestamps), when more than ``reorder_window`` events are held, or when the caller's timer finds
 it open for ``gap_timeout_ms`` of processing time (``expire``), so one lost event cannot stall a
@@ -58,6 +59,13 @@ class MirrorLimits:
     undo_depth: int = 20_000
     """How many applied events back ``state_at`` can reach."""
 
+    @property
+    def max_ahead(self) -> int:
+        """Farthest an event may lie ahead of the last applied sequence: ten reorder windows.
+        One beyond is ignored (counted in ``too_far``), so a single hostile sequence number
+        cannot make the run jump there once the gap before it is declared."""
+        return 10 * self.reorder_window
+
 
 @dataclass(frozen=True)
 class Gap:
@@ -80,6 +88,8 @@ class RunMirror:
     variables: dict[str, Value] = field(default_factory=dict)
     pending: dict[int, HistoryEvent] = field(default_factory=dict)
     duplicates: int = 0
+    too_far: int = 0
+    """Events ignored for lying more than ``limits.max_ahead`` beyond ``sequence``."""
     gaps: list[Gap] = field(default_factory=list)
     snapshot_sequence: int = 0
     """Sequence of the last snapshot taken (``mark_snapshot``)."""
@@ -102,6 +112,9 @@ class RunMirror:
         seq = event.sequence
         if seq <= self.sequence or seq in self.pending:
             self.duplicates += 1
+            return []
+        if seq - self.sequence > self.limits.max_ahead:
+            self.too_far += 1
             return []
         if seq != self.sequence + 1:
             if not self.pending:

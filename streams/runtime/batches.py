@@ -16,8 +16,10 @@ from typing import Any, Protocol
 import faust
 from faust.types import EventT
 
+from schemas.records import DeadLetter
 from sinks.batcher import SinkClosed
-from streams.runtime.messages import Located
+from streams.runtime.clock import now_ms
+from streams.runtime.messages import Located, RawMessage
 
 log = logging.getLogger(__name__)
 
@@ -31,44 +33,82 @@ class BatchSettings(Protocol):
     """Longest wait to fill a batch."""
 
 
+class AcksStopped(RuntimeError):
+    """Acking stopped after a batch whose effects were not stored; nothing later is acked."""
+
+
+FailureHandler = Callable[[BaseException], Awaitable[None]]
+
+
 class InOrderAcks:
     """Acks batches of a stream in the order they were taken, each once its rows are stored.
 
     Order matters: Faust commits the first consecutive run of acked offsets, and on a partition
     with nothing committed yet it does so even when earlier offsets are still unacked. An ack
-    overtaking an unstored batch could thus commit past it. After a failed batch nothing more is
-    acked: the worker's successor consumes again from the last good offset.
+    overtaking an unstored batch could thus commit past it. After a failed batch (its future
+    fails, whatever the exception) nothing more is acked, the failure is logged and handed to
+    ``on_failure`` (the worker crashes loudly, and its successor consumes again from the last
+    good offset), and ``add`` raises ``AcksStopped`` rather than wait for ever. ``stop`` acks
+    the batches already stored, in order, up to the first that is not.
     """
 
-    def __init__(self, stream: faust.StreamT, max_batches: int = 32) -> None:
+    def __init__(self, stream: faust.StreamT, max_batches: int = 32,
+                 on_failure: FailureHandler | None = None) -> None:
         self._stream = stream
-        self._queue: asyncio.Queue[tuple[asyncio.Future[None] | None, Sequence[EventT]]] = (
+        self._queue: asyncio.Queue[tuple[asyncio.Future[Any] | None, Sequence[EventT]]] = (
             asyncio.Queue(max_batches))
         self._task: asyncio.Task[None] | None = None
+        self._current: tuple[asyncio.Future[Any] | None, Sequence[EventT]] | None = None
+        self._on_failure = on_failure
+        self.failure: BaseException | None = None
 
-    async def add(self, stored: asyncio.Future[None] | None, events: Sequence[EventT]) -> None:
-        """Ack ``events`` once ``stored`` (if any) resolves; waits while the queue is full."""
+    async def add(self, stored: asyncio.Future[Any] | None, events: Sequence[EventT]) -> None:
+        """Ack ``events`` once ``stored`` (if any) resolves; waits while the queue is full.
+        Raises ``AcksStopped`` once acking has stopped after a failure."""
+        if self.failure is not None:
+            raise AcksStopped("acking stopped after a failed batch") from self.failure
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
         await self._queue.put((stored, events))
 
-    def stop(self) -> None:
-        """Stop acking (the agent is stopping; unacked messages will be consumed again)."""
+    async def stop(self) -> None:
+        """Stop acking (the agent is stopping; unacked messages will be consumed again), after
+        acking, in order, every batch already stored."""
         if self._task is not None:
             self._task.cancel()
-
-    async def _run(self) -> None:
-        while True:
-            stored, events = await self._queue.get()
-            if stored is not None:
-                try:
-                    await stored
-                except SinkClosed as exc:
-                    log.error("rows of %d messages were not stored (%s); acking stops here so "
-                              "they are consumed again after a restart", len(events), exc)
-                    return
+            self._task = None
+        pending = [self._current] if self._current is not None else []
+        while not self._queue.empty():
+            pending.append(self._queue.get_nowait())
+        self._current = None
+        if self.failure is not None:
+            return
+        for stored, events in pending:
+            if stored is not None and not (stored.done() and not stored.cancelled()
+                                           and stored.exception() is None):
+                break
             for event in events:
                 await self._stream.ack(event)
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                self._current = await self._queue.get()
+                stored, events = self._current
+                if stored is not None:
+                    await stored
+                for event in events:
+                    await self._stream.ack(event)
+                self._current = None
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.failure = exc
+            log.critical("a batch's effects were not stored (%r); acking stops here so its "
+                         "messages are consumed again after a restart, and the worker stops",
+                         exc, exc_info=not isinstance(exc, SinkClosed))
+            if self._on_failure is not None:
+                await self._on_failure(exc)
 
 
 class Follower(Protocol):
@@ -89,18 +129,58 @@ def all_done(futures: Sequence[asyncio.Future[Any]]) -> asyncio.Future[None]:
     return asyncio.ensure_future(wait())
 
 
-BatchHandler = Callable[[Sequence[EventT]], Awaitable["asyncio.Future[None] | None"]]
+BatchHandler = Callable[[Sequence[EventT]], Awaitable["asyncio.Future[Any] | None"]]
+DeadLetterFn = Callable[[Sequence[DeadLetter]], Awaitable[None]]
+
+
+async def handle_contained(events: Sequence[EventT], handle: BatchHandler,
+                           dead_letter: DeadLetterFn) -> asyncio.Future[Any] | None:
+    """``handle(events)``; if that raises, the batch is handled again one message at a time,
+    and a message whose handling raises is dead-lettered with the exception as its reason, so
+    one message can never stop an agent. (Effects the failed attempt had already made are
+    made again: rows collapse in ClickHouse, mirrors ignore the events as duplicates.)"""
+    try:
+        return await handle(events)
+    except Exception as exc:
+        log.exception("a batch of %d messages failed (%r); handling them one by one",
+                      len(events), exc)
+    futures: list[asyncio.Future[Any]] = []
+    for event in events:
+        try:
+            future = await handle([event])
+        except Exception as exc:
+            log.exception("message %s[%d]@%d failed", event.message.topic,
+                          event.message.partition, event.message.offset)
+            message = RawMessage.of(event)
+            await dead_letter([message.dead_letter(
+                f"processing failed: {exc!r}"[:2000], now_ms())])
+            continue
+        if future is not None:
+            futures.append(future)
+    return all_done(futures)
 
 
 async def process_in_batches(stream: faust.StreamT, settings: BatchSettings,
-                             handle: BatchHandler) -> None:
+                             handle: BatchHandler, dead_letter: DeadLetterFn | None = None,
+                             on_failure: FailureHandler | None = None) -> None:
     """Take a batch without acking, hand it to ``handle`` (which returns a future that resolves
     once the batch's effects are stored, or ``None``), and ack the batch in order when that
-    future resolves."""
-    acks = InOrderAcks(stream)
+    future resolves. With ``dead_letter``, a message whose handling raises is dead-lettered
+    (``handle_contained``) and the agent goes on. A batch whose effects fail to be stored stops
+    acking and calls ``on_failure`` (default: crash the app, so the worker stops loudly)."""
+    async def crash(exc: BaseException) -> None:
+        # A closed sink means the worker is already stopping: its messages stay unacked.
+        if not isinstance(exc, SinkClosed):
+            await stream.app.crash(exc)
+
+    acks = InOrderAcks(stream, on_failure=on_failure or crash)
     try:
         async for events in stream.noack_take(settings.consumer_batch,
                                               within=settings.consumer_batch_seconds):
-            await acks.add(await handle(events), events)
+            if dead_letter is None:
+                stored = await handle(events)
+            else:
+                stored = await handle_contained(events, handle, dead_letter)
+            await acks.add(stored, events)
     finally:
-        acks.stop()
+        await acks.stop()

@@ -4,6 +4,7 @@ fails; the dead letters are then published before the batch is acked."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,10 @@ import faust
 
 from schemas.codec import Codec, CodecError, Decoded
 from schemas.records import DeadLetter
+from sinks.batcher import Rejected
+from streams.runtime import clock
 from streams.runtime.messages import RawMessage
+from streams.runtime.validation import violation
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +36,10 @@ def decode_or_dead_letter(messages: Sequence[RawMessage], codec: Codec,
                           unpack: Callable[[Decoded], list[T]],
                           now_ms: int) -> DecodedBatch[T]:
     """Decode each message and ``unpack`` it into records; a message that is empty, not a valid
-    Avro message or not of a type ``unpack`` accepts (it raises ``CodecError``) becomes a dead
-    letter naming the reason, and the others are unaffected."""
+    Avro message, not of a type ``unpack`` accepts (it raises ``CodecError``) or holds a record
+    outside the documented ranges, or under a key that is not its workflow id
+    (``streams.runtime.validation``), becomes a dead letter naming the reason (and the field),
+    and the others are unaffected."""
     batch: DecodedBatch[T] = DecodedBatch()
     for message in messages:
         if not message.value:
@@ -43,6 +49,10 @@ def decode_or_dead_letter(messages: Sequence[RawMessage], codec: Codec,
             records = unpack(codec.decode(message.value))
         except CodecError as exc:
             batch.rejects.append(message.dead_letter(str(exc), now_ms))
+            continue
+        wrong = violation(message.key, records)
+        if wrong is not None:
+            batch.rejects.append(message.dead_letter(str(wrong), now_ms))
             continue
         batch.items.append((message, records))
     return batch
@@ -59,3 +69,24 @@ async def publish_dead_letters(topic: faust.TopicT, letters: Sequence[DeadLetter
             key=letter.key, value=codec.encode("DeadLetter", letter.to_avro()), force=True))
     for delivery in deliveries:
         await delivery
+
+
+def dead_letter_refused(topic: faust.TopicT, stored: asyncio.Future[list[Rejected]],
+                        codec: Codec) -> asyncio.Future[None]:
+    """A future that resolves once the rows behind ``stored`` are stored and the messages of
+    the rows ClickHouse refused for good (their origins, ``RawMessage``s) are dead letters on
+    the broker: the rest of the batch goes on, and nothing is acked before its letter is out."""
+
+    async def settle() -> None:
+        refused = await stored
+        letters: dict[tuple[str, int, int], DeadLetter] = {}
+        for row in refused:
+            if isinstance(row.origin, RawMessage):
+                origin = row.origin
+                letters.setdefault((origin.topic, origin.partition, origin.offset),
+                                   origin.dead_letter(row.reason, clock.now_ms()))
+            else:
+                log.error("a row without an origin was refused by ClickHouse: %s", row.reason)
+        await publish_dead_letters(topic, list(letters.values()), codec)
+
+    return asyncio.ensure_future(settle())

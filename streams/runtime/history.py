@@ -17,7 +17,11 @@ from sinks.batcher import BatchingSink
 from sinks.tables import WORKFLOW_EVENTS, workflow_event_columns
 from streams.runtime.batches import BatchSettings, Follower, all_done, process_in_batches
 from streams.runtime.clock import now_ms
-from streams.runtime.deadletters import decode_or_dead_letter, publish_dead_letters
+from streams.runtime.deadletters import (
+    dead_letter_refused,
+    decode_or_dead_letter,
+    publish_dead_letters,
+)
 from streams.runtime.messages import Located, RawMessage
 
 
@@ -43,16 +47,22 @@ def register_history_agent(app: faust.App, *, source: faust.TopicT,
                            settings: BatchSettings, followers: Sequence[Follower] = ()) -> None:
     """Add the history agent to ``app``."""
 
+    async def dead_letter(letters: Sequence[DeadLetter]) -> None:
+        await publish_dead_letters(deadletters, letters, codec)
+
     async def handle(events: Sequence[EventT]) -> asyncio.Future[None] | None:
-        batch = decode_history([RawMessage.of(e) for e in events], codec, now_ms())
+        messages = {(m.partition, m.offset): m for m in map(RawMessage.of, events)}
+        batch = decode_history(list(messages.values()), codec, now_ms())
         await publish_dead_letters(deadletters, batch.rejects, codec)
         if not batch.events:
             return None
-        effects = [await sink.submit(WORKFLOW_EVENTS, workflow_event_columns(batch.events))]
+        stored = await sink.submit(WORKFLOW_EVENTS, workflow_event_columns(batch.events),
+                                   [messages[e.partition, e.offset] for e in batch.events])
+        effects = [dead_letter_refused(deadletters, stored, codec)]
         for follower in followers:
             effects.append(await follower.apply(batch.events))
         return all_done(effects)
 
     @app.agent(source, name="history-ingest")
     async def ingest_history(stream: faust.StreamT) -> None:
-        await process_in_batches(stream, settings, handle)
+        await process_in_batches(stream, settings, handle, dead_letter=dead_letter)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -20,17 +21,28 @@ import faust
 from faust.types import EventT
 
 from schemas.codec import Codec
-from schemas.records import RESOURCE_CLASSES, TelemetryBatch, anomaly_record, telemetry_batches
-from sinks.batcher import BatchingSink
+from schemas.records import (
+    RESOURCE_CLASSES,
+    DeadLetter,
+    TelemetryBatch,
+    anomaly_record,
+    telemetry_batches,
+)
+from sinks.batcher import BatchingSink, Rejected
 from sinks.tables import ACTION_USAGE, FEEDBACK, PREDICTIONS, RESERVATIONS, columns_of
 from streams.forecasting.sizing import TaskContext
 from streams.runtime.anomalies import AnomalyOutlet
 from streams.runtime.batches import BatchSettings, all_done, process_in_batches
 from streams.runtime.clock import now_ms
-from streams.runtime.deadletters import decode_or_dead_letter, publish_dead_letters
+from streams.runtime.deadletters import (
+    dead_letter_refused,
+    decode_or_dead_letter,
+    publish_dead_letters,
+)
 from streams.runtime.kafka import KafkaAddress
 from streams.runtime.messages import Located, RawMessage
 from streams.runtime.restore import Entries, PartitionRestorer
+from streams.runtime.validation import check_amount
 from streams.shadow.changelog import record_key, restore_all, shadow_record
 from streams.shadow.pool import Alert, Command
 from streams.shadow.telemetry import windows
@@ -118,22 +130,23 @@ class ShadowService:
         self.restorer.forget(partitions)
         self.shadows.drop_partitions(partitions)
 
-    async def telemetry(self, batches: Sequence[tuple[int, TelemetryBatch]],
-                        ) -> asyncio.Future[None]:
-        """Fold telemetry (each batch with the partition it came from) into the shadows and
-        store its windows."""
-        await self.restorer.ensure({partition for partition, _ in batches})
-        rows = []
-        for _, batch in batches:
+    async def telemetry(self, batches: Sequence[tuple[RawMessage, TelemetryBatch]],
+                        ) -> asyncio.Future[list[Rejected]]:
+        """Fold telemetry into the shadows and store its windows, then the changed shadows'
+        records. ``batches`` are (origin message, batch) pairs: the origin's partition says
+        whose shadows they are, and the sink hands it back with any rows ClickHouse refused."""
+        await self.restorer.ensure({origin.partition for origin, _ in batches})
+        rows, origins = [], []
+        for origin, batch in batches:
             self.shadows.on_telemetry(batch.workflow_id, batch.run_id, batch.action_id,
                                       batch.memory_bytes, batch.cpu_cores, batch.network_bytes,
                                       batch.cost)
-            rows += [asdict(w) for w in windows(batch, self.telemetry_window_ms)]
-        stored = Effects()
-        windows_stored = (await self.sink.submit(ACTION_USAGE, columns_of(ACTION_USAGE, rows))
-                          if rows else all_done([]))
-        persisted = await self.settle(stored)
-        return all_done([windows_stored, persisted])
+            made = [asdict(w) for w in windows(batch, self.telemetry_window_ms)]
+            rows += made
+            origins += [origin] * len(made)
+        stored = await self.sink.submit(ACTION_USAGE, columns_of(ACTION_USAGE, rows), origins)
+        persisted = await self.settle(Effects())
+        return asyncio.ensure_future(_then(persisted, stored))
 
     async def publish(self, effects: Effects) -> asyncio.Future[None]:
         """Send commands and alerts, store predictions, feedback, commands and alerts."""
@@ -169,13 +182,24 @@ class ShadowService:
 
     def warm_up(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """Teach the forecaster from stored feedback rows (workflow_type, run_id, action_type,
-        actual memory, actual CPU, actual network, actual cost, runtime), oldest first."""
+        actual memory, actual CPU, actual network, actual cost, runtime), oldest first. A row
+        with an amount outside its documented range (stored before the boundary checked them)
+        is skipped and counted in the log, so it cannot poison the forecaster."""
+        skipped = 0
         for workflow_type, run_id, action_type, memory, cpu, network, cost, runtime in rows:
+            amounts = {"memory_bytes": memory, "cpu_cores": cpu, "network_bytes": network,
+                       "cost": cost}
+            if (any(check_amount(name, float(value)) for name, value in amounts.items())
+                    or not math.isfinite(float(runtime)) or runtime < 0):
+                skipped += 1
+                continue
             context = TaskContext(workflow_type, run_id, action_type)
             for resource, value in (("memory", memory), ("cpu", cpu), ("network", network),
                                     ("cost", cost)):
                 self.shadows.forecaster.observe(context, resource, float(value), 0.0, runtime)
-        return len(rows)
+        if skipped:
+            log.warning("skipped %d stored feedback rows with amounts out of range", skipped)
+        return len(rows) - skipped
 
 
 def _command_record(command: Command) -> dict[str, Any]:
@@ -246,22 +270,37 @@ def register_shadow_agents(app: faust.App, service: ShadowService, *, history: f
     history agent (``ShadowService.apply``)."""
     codec = service.codec
 
+    async def dead_letter(letters: Sequence[DeadLetter]) -> None:
+        await publish_dead_letters(deadletters, letters, codec)
+
     async def handle(events: Sequence[EventT]) -> asyncio.Future[None]:
         decoded = decode_or_dead_letter([RawMessage.of(e) for e in events], codec,
                                         telemetry_batches, now_ms())
         await publish_dead_letters(deadletters, decoded.rejects, codec)
-        return await service.telemetry([(message.partition, b)
-                                        for message, items in decoded.items for b in items])
+        stored = await service.telemetry(
+            [(message, b) for message, items in decoded.items for b in items])
+        return dead_letter_refused(deadletters, stored, codec)
 
     @app.agent(telemetry, name="telemetry")
     async def ingest_telemetry(stream: faust.StreamT) -> None:
-        await process_in_batches(stream, settings, handle)
+        await process_in_batches(stream, settings, handle, dead_letter=dead_letter)
 
     @app.timer(interval=1.0)
     async def shadow_timer() -> None:
-        await service.tick()
+        try:
+            await service.tick()
+        except Exception:
+            # One bad run's state must not stop the timer for every other run.
+            log.exception("timer work failed; it runs again in a second")
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: faust.App, revoked: set, **_: object) -> None:
         name = history.get_topic_name()
         service.forget_partitions(tp.partition for tp in revoked if tp.topic == name)
+
+
+async def _then(first: asyncio.Future[None], result: asyncio.Future[list[Rejected]],
+                ) -> list[Rejected]:
+    """``result``'s value, once ``first`` resolved too."""
+    await first
+    return await result

@@ -14,6 +14,7 @@ from faust.web import Request, Response, View
 from streams.runtime.clock import now_ms
 from streams.runtime.forwarding import Forwarding, partition_of
 from streams.runtime.http import BadRequest, NotFound, json_body, json_errors
+from streams.runtime.validation import check_amount
 from streams.shadow.agents import ShadowService
 from streams.shadow.workflows import RunShadow
 
@@ -29,7 +30,9 @@ def parse_usage(text: str) -> dict[str, float]:
     """``cpu=1.5,memory=2GiB,network=300MB,cost=0.12`` -> amounts by resource class.
 
     CPU in cores; memory and network in bytes, with an optional unit (B, KB/MB/GB/TB decimal,
-    KiB/MiB/GiB/TiB binary); cost as a plain number. ``BadRequest`` names the bad part."""
+    KiB/MiB/GiB/TiB binary); cost as a plain number. Each amount must be finite, non-negative
+    and within its documented bound (``streams.runtime.validation``). ``BadRequest`` names the
+    bad part."""
     usage: dict[str, float] = {}
     for part in text.split(","):
         name, sep, raw = part.partition("=")
@@ -43,7 +46,11 @@ def parse_usage(text: str) -> dict[str, float]:
             raise BadRequest(f"{part!r}: {raw.strip()!r} is not a valid amount for {name}")
         if key in usage:
             raise BadRequest(f"{name} is given twice")
-        usage[key] = float(match.group(1)) * _UNITS[unit]
+        amount = float(match.group(1)) * _UNITS[unit]
+        wrong = check_amount(key, amount)
+        if wrong is not None:
+            raise BadRequest(f"{name.strip()}: {wrong.reason}")
+        usage[key] = amount
     if not {"memory_bytes", "cpu_cores"} & usage.keys():
         raise BadRequest("give at least memory or cpu")
     return usage

@@ -72,3 +72,24 @@ def test_clickhouse_outage_causes_waiting_and_retries_not_lost_rows(
     sink = asyncio.run(scenario())
     assert _stored(settings, workflow_id) == (250, 250, 249)
     assert sink.stats.rows == 250
+
+
+def test_rows_clickhouse_refuses_come_back_and_the_others_are_stored(settings: Settings) -> None:
+    # A negative sequence does not fit workflow_events' UInt64 column: never storable, so it
+    # must not be retried for ever; the rows around it are stored.
+    migrate(settings)
+    workflow_id = f"refused-{uuid.uuid4().hex[:8]}"
+    good, bad = _columns(workflow_id, range(1, 50)), _columns(workflow_id, range(-3, -2))
+
+    async def scenario() -> tuple[list, list]:
+        sink = BatchingSink(ColumnarWriter(settings).insert, max_rows=1000, max_age=0.1,
+                            retry_initial=0.05, retry_max=0.2)
+        first = await sink.submit(WORKFLOW_EVENTS, good, [f"good{i}" for i in range(49)])
+        second = await sink.submit(WORKFLOW_EVENTS, bad, ["bad"])
+        results = await asyncio.wait_for(asyncio.gather(first, second), 30)
+        await sink.close()
+        return results
+
+    refused_good, refused_bad = asyncio.run(scenario())
+    assert refused_good == [] and [r.origin for r in refused_bad] == ["bad"]
+    assert _stored(settings, workflow_id) == (49, 49, 49)
