@@ -67,18 +67,3 @@ class ColumnarWriter:
     def close(self) -> None:
         """Close the connection."""
         self._client.disconnect()
-
-
-def stored_feedback(settings: ClickHouseAddress, limit: int = 200_000) -> list[tuple[Any, ...]]:
-    """The most recent ``limit`` feedback rows, oldest first, for the forecaster to relearn
-    from at start: (workflow_type, run_id, action_type, actual memory, CPU, network, cost,
-    runtime)."""
-    client = connect(settings)
-    try:
-        rows = client.execute(
-            "SELECT workflow_type, run_id, action_type, actual_memory_bytes, actual_cpu_cores, "
-            "actual_network_bytes, actual_cost, runtime_s, recorded_ms FROM feedback FINAL "
-            f"ORDER BY recorded_ms DESC LIMIT {int(limit)}")
-    finally:
-        client.disconnect()
-    return [row[:8] for row in reversed(rows)]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import faust
@@ -22,6 +23,7 @@ from streams.runtime.anomalies import AnomalyOutlet
 from streams.runtime.forwarding import Forwarding
 from streams.runtime.history import register_history_agent
 from streams.shadow.agents import ShadowService, register_shadow_agents
+from streams.shadow.outcome_feed import OutcomeFeed
 from streams.shadow.pool import ReservationPool
 from streams.shadow.routes import register_shadow_routes
 from streams.shadow.workflows import ShadowConfig, ShadowWorkflows
@@ -61,9 +63,11 @@ def faust_app(settings: Settings) -> faust.App:
     )
 
 
-def create_app(settings: Settings, feedback_rows: Sequence[tuple[Any, ...]] = ()) -> faust.App:
-    """The worker's Faust app with every agent, timer and route registered; the forecaster
-    first learns from ``feedback_rows`` (the stored feedback, ``stored_feedback``)."""
+def create_app(settings: Settings, outcomes: Sequence[Mapping[str, Any]] = (),
+               follow_from: Mapping[int, int] | None = None) -> faust.App:
+    """The worker's Faust app with every agent, timer and route registered. The shadows first
+    learn ``outcomes`` (what ``shadow.outcomes`` held at start, ``read_outcomes``), then follow
+    the topic on from ``follow_from`` (default: its start)."""
     app = faust_app(settings)
     codec = default_codec()
     sink = BatchingSink(ColumnarWriter(settings).insert, max_rows=settings.sink_batch_rows,
@@ -95,13 +99,18 @@ def create_app(settings: Settings, feedback_rows: Sequence[tuple[Any, ...]] = ()
                          settings.miss_alert_ratio)),
         codec=codec, sink=sink, kafka=settings,
         reservation_topic=raw_topic(app, topics.RESERVATIONS, settings),
+        outcome_topic=raw_topic(app, topics.OUTCOMES, settings),
         shadow_topic=raw_topic(app, topics.SHADOWS, settings), anomalies=anomalies,
         telemetry_window_ms=int(settings.telemetry_window_seconds * 1000),
         feedback_grace_ms=int(settings.feedback_grace_seconds * 1000),
         retention_ms=settings.mirror_retention_ms)
-    learned = shadow_service.warm_up(feedback_rows)
+    shadows = shadow_service.shadows
+    learned = sum(shadows.learn_shared(outcome) for outcome in outcomes)
     if learned:
-        log.info("forecaster learned from %d stored feedback rows", learned)
+        log.info("learned %d outcomes other workers (or earlier runs of this one) published",
+                 learned)
+    outcome_feed = OutcomeFeed(settings, topics.OUTCOMES, codec, shadows.learn_shared,
+                               follow_from or {})
     register_history_agent(app, source=history, deadletters=deadletters, sink=sink,
                            codec=codec, settings=settings,
                            followers=[service, shadow_service])
@@ -127,12 +136,14 @@ def create_app(settings: Settings, feedback_rows: Sequence[tuple[Any, ...]] = ()
     register_shadow_routes(app, shadow_service, forwarding=forwarding)
 
     @app.task
-    async def start_feed() -> None:
+    async def start_feeds() -> None:
         feed.start()
+        outcome_feed.start(asyncio.get_running_loop())
 
     @app.on_before_shutdown.connect
     async def close(sender: faust.App, **_: object) -> None:
         feed.stop()
+        outcome_feed.stop()
         await sink.close()
 
     return app

@@ -21,6 +21,7 @@ RESERVATIONS = "shadow.reservations"
 ANOMALIES = "shadow.anomalies"
 MIRROR = "shadow.mirror"
 SHADOWS = "shadow.shadows"
+OUTCOMES = "shadow.outcomes"
 DEADLETTER = "shadow.deadletter"
 DEFINITIONS = "shadow.definitions"
 
@@ -59,6 +60,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(MIRROR, "Mirror snapshots and deltas, latest per key.", 0, cleanup_policy="compact"),
     TopicSpec(SHADOWS, "Shadow workflows' state (ShadowRecord), latest per run.", 0,
               cleanup_policy="compact"),
+    TopicSpec(OUTCOMES, "What the shadows learned (ActionOutcome), every worker follows all of "
+              "it; keyed by the fact's identity.", 0, cleanup_policy="compact"),
     TopicSpec(DEADLETTER, "Messages that could not be processed (DeadLetter).", 30 * DAY_MS),
     TopicSpec(DEFINITIONS, "Workflow definitions registered through the API (JSON), latest "
               "per workflow type; every worker reads all of it.", 0, cleanup_policy="compact",

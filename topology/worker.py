@@ -8,9 +8,12 @@ import threading
 
 import faust
 
-from sinks.clickhouse import stored_feedback, wait_until_ready
+from schemas.codec import default_codec
+from sinks.clickhouse import wait_until_ready
 from sinks.migrations import migrate, verify_tables
 from sinks.tables import ALL_TABLES
+from streams.shadow.outcome_feed import read_outcomes
+from topology import topics
 from topology.app import create_app
 from topology.settings import Settings
 from topology.topics import ensure_topics
@@ -31,7 +34,8 @@ def prepare(settings: Settings) -> None:
 def run_worker(settings: Settings) -> None:
     """Run a worker until it is stopped (SIGTERM or Ctrl-C); does not return normally."""
     prepare(settings)
-    app = create_app(settings, stored_feedback(settings))
+    outcomes, ends = read_outcomes(settings, topics.OUTCOMES, default_codec())
+    app = create_app(settings, outcomes, ends)
     log.info("worker %s: broker %s, HTTP on %s:%d", settings.app_id, settings.broker,
              settings.web_host, settings.web_port)
     BoundedStopWorker(app, loglevel=settings.log_level,

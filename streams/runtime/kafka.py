@@ -81,13 +81,20 @@ def read_partition(settings: KafkaAddress, topic: str, partition: int,
                    timeout: float = 30.0) -> list[tuple[bytes | None, bytes | None]]:
     """Every ``(key, value)`` of one partition, from its start to its end as of now (a
     tombstone has value ``None``)."""
+    return read_partition_to_end(settings, topic, partition, timeout)[0]
+
+
+def read_partition_to_end(settings: KafkaAddress, topic: str, partition: int,
+                          timeout: float = 30.0,
+                          ) -> tuple[list[tuple[bytes | None, bytes | None]], int]:
+    """``read_partition``, and the offset it read up to (where to follow on from)."""
     consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "shadowflow-reader",
                          "enable.auto.commit": False})
     try:
         tp = TopicPartition(topic, partition)
         low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
         if high <= low:
-            return []
+            return [], high
         consumer.assign([TopicPartition(topic, partition, low)])
         entries: list[tuple[bytes | None, bytes | None]] = []
         while True:
@@ -98,7 +105,7 @@ def read_partition(settings: KafkaAddress, topic: str, partition: int,
                 raise RuntimeError(f"reading {topic}[{partition}]: {message.error()}")
             entries.append((message.key(), message.value()))
             if message.offset() >= high - 1:
-                return entries
+                return entries, high
     finally:
         consumer.close()
 

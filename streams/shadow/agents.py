@@ -3,16 +3,15 @@ in; shadow.reservations, shadow.anomalies and the predictions, feedback, action_
 reservations tables out. The logic is in ``streams.shadow.workflows``; this module moves values
 around.
 
-As with the mirrors, a batch is acked only once its commands and alerts are on the broker and its
-rows in ClickHouse. Shadows live in memory: after a restart a run's shadow is made again from its
-next event, and the forecaster relearns from the ``feedback`` table (``warm_up``).
-"""
+As with the mirrors, a batch is acked only once its commands, alerts and outcomes are on the
+broker, its rows in ClickHouse, and then the changed shadows' records on ``shadow.shadows``,
+from which a partition's new owner restores them before processing it. What the shadows learn
+goes to ``shadow.outcomes``, which every worker follows (``outcome_feed``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -30,7 +29,6 @@ from schemas.records import (
 )
 from sinks.batcher import BatchingSink, Rejected
 from sinks.tables import ACTION_USAGE, FEEDBACK, PREDICTIONS, RESERVATIONS, columns_of
-from streams.forecasting.sizing import TaskContext
 from streams.runtime.anomalies import AnomalyOutlet
 from streams.runtime.batches import BatchSettings, all_done, process_in_batches
 from streams.runtime.clock import now_ms
@@ -42,8 +40,8 @@ from streams.runtime.deadletters import (
 from streams.runtime.kafka import KafkaAddress
 from streams.runtime.messages import Located, RawMessage
 from streams.runtime.restore import Entries, PartitionRestorer
-from streams.runtime.validation import check_amount
 from streams.shadow.changelog import record_key, restore_all, shadow_record
+from streams.shadow.outcomes import outcome_key
 from streams.shadow.pool import Alert, Command
 from streams.shadow.telemetry import windows
 from streams.shadow.workflows import Effects, Feedback, Prediction, RunShadow, ShadowWorkflows
@@ -56,12 +54,14 @@ class ShadowService:
 
     def __init__(self, shadows: ShadowWorkflows, *, codec: Codec, sink: BatchingSink,
                  kafka: KafkaAddress, reservation_topic: faust.TopicT,
-                 shadow_topic: faust.TopicT, anomalies: AnomalyOutlet,
+                 outcome_topic: faust.TopicT, shadow_topic: faust.TopicT,
+                 anomalies: AnomalyOutlet,
                  telemetry_window_ms: int, feedback_grace_ms: int, retention_ms: int) -> None:
         self.shadows = shadows
         self.codec = codec
         self.sink = sink
         self.reservation_topic = reservation_topic
+        self.outcome_topic = outcome_topic
         self.shadow_topic = shadow_topic
         self.anomalies = anomalies
         self.telemetry_window_ms = telemetry_window_ms
@@ -156,6 +156,10 @@ class ShadowService:
                 key=command.reservation.workflow_id.encode(),
                 value=self.codec.encode("ReservationCommand", _command_record(command)),
                 force=True))
+        for outcome in effects.outcomes:
+            pending.append(await self.outcome_topic.send(
+                key=outcome_key(outcome), value=self.codec.encode("ActionOutcome", outcome),
+                force=True))
         stamp = now_ms()
         pending += await self.anomalies.publish([_alert_record(a, stamp) for a in effects.alerts])
         tables = [
@@ -180,26 +184,6 @@ class ShadowService:
         self.shadows.evict_finished(stamp, self.retention_ms)
         await self.settle(effects)
 
-    def warm_up(self, rows: Sequence[tuple[Any, ...]]) -> int:
-        """Teach the forecaster from stored feedback rows (workflow_type, run_id, action_type,
-        actual memory, actual CPU, actual network, actual cost, runtime), oldest first. A row
-        with an amount outside its documented range (stored before the boundary checked them)
-        is skipped and counted in the log, so it cannot poison the forecaster."""
-        skipped = 0
-        for workflow_type, run_id, action_type, memory, cpu, network, cost, runtime in rows:
-            amounts = {"memory_bytes": memory, "cpu_cores": cpu, "network_bytes": network,
-                       "cost": cost}
-            if (any(check_amount(name, float(value)) for name, value in amounts.items())
-                    or not math.isfinite(float(runtime)) or runtime < 0):
-                skipped += 1
-                continue
-            context = TaskContext(workflow_type, run_id, action_type)
-            for resource, value in (("memory", memory), ("cpu", cpu), ("network", network),
-                                    ("cost", cost)):
-                self.shadows.forecaster.observe(context, resource, float(value), 0.0, runtime)
-        if skipped:
-            log.warning("skipped %d stored feedback rows with amounts out of range", skipped)
-        return len(rows) - skipped
 
 
 def _command_record(command: Command) -> dict[str, Any]:

@@ -19,6 +19,7 @@ they really used, and what comes next. Pure: callers pass the time and publish t
 from __future__ import annotations
 
 import math
+import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,15 @@ from typing import Any
 from schemas.records import RESOURCE_CLASSES, EventKind, HistoryEvent
 from streams.forecasting.forecaster import HISTORICAL, MANUAL, MODEL, Forecast, Forecaster
 from streams.forecasting.sizing import TaskContext
+from streams.shadow.outcomes import (
+    FORECAST_RESOURCE,
+    TRANSITION,
+    Seen,
+    observations,
+    outcome_key,
+    transition_outcome,
+    usage_outcome,
+)
 from streams.shadow.pool import (
     Alert,
     Command,
@@ -35,9 +45,6 @@ from streams.shadow.pool import (
     placeholder_id,
     reservation_id,
 )
-
-_FORECAST_RESOURCE = {"memory_bytes": "memory", "cpu_cores": "cpu", "network_bytes": "network",
-                      "cost": "cost"}
 
 
 @dataclass
@@ -164,6 +171,8 @@ class Effects:
     alerts: list[Alert] = field(default_factory=list)
     predictions: list[tuple[RunShadow, Prediction]] = field(default_factory=list)
     feedback: list[Feedback] = field(default_factory=list)
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    """What was learned, for every other worker (``ActionOutcome`` records)."""
 
     def extend(self, other: Effects) -> None:
         """Add ``other``'s effects."""
@@ -171,6 +180,7 @@ class Effects:
         self.alerts += other.alerts
         self.predictions += other.predictions
         self.feedback += other.feedback
+        self.outcomes += other.outcomes
 
 
 @dataclass
@@ -226,6 +236,9 @@ class ShadowWorkflows:
                  config: ShadowConfig | None = None) -> None:
         self.forecaster = forecaster
         self.pool = pool
+        # Names this worker process in what it teaches the others (it skips its own records).
+        self.learner = uuid.uuid4().hex
+        self._seen = Seen()
         self.config = config or ShadowConfig()
         self.transitions = Transitions()
         self.runs: dict[tuple[str, str], RunShadow] = {}
@@ -242,6 +255,27 @@ class ShadowWorkflows:
         # Runs changed, and runs forgotten, since the caller last took them (to persist them).
         self._touched: set[tuple[str, str]] = set()
         self._forgotten: dict[tuple[str, str], int] = {}
+
+    def learn(self, outcome: Mapping[str, Any]) -> None:
+        """Learn a fact: an action's usage (the forecaster) or what was scheduled after what
+        (the transitions)."""
+        self._seen.first_time(outcome_key(outcome))
+        if outcome["kind"] == TRANSITION:
+            self.transitions.learn(outcome["workflow_type"], outcome["previous_type"],
+                                   outcome["action_type"])
+            return
+        task, values = observations(outcome)
+        for resource, value in values:
+            allocated = outcome["allocated_memory_bytes"] if resource == "memory" else 0.0
+            self.forecaster.observe(task, resource, value, allocated, outcome["runtime_s"])
+
+    def learn_shared(self, outcome: Mapping[str, Any]) -> bool:
+        """Learn a fact another worker (or this one before a restart) published; ``False`` if
+        it was this process's own or seen recently."""
+        if outcome["learner"] == self.learner or not self._seen.first_time(outcome_key(outcome)):
+            return False
+        self.learn(outcome)
+        return True
 
     def take_changes(self) -> tuple[set[tuple[str, str]], dict[tuple[str, str], int]]:
         """The runs changed, and the runs forgotten (with their partition), since the last
@@ -394,15 +428,16 @@ class ShadowWorkflows:
         prediction = action.prediction
         context = self._context(run, action)
         runtime_s = max(0.0, ((action.completed_ms or 0) - (action.started_ms or 0)) / 1000)
+        outcome = usage_outcome(
+            self.learner, (run.workflow_id, run.run_id, action.action_id, action.attempt),
+            run.workflow_type, action.action_type, context.input_bytes, actual,
+            prediction.allocation.get("memory_bytes", 0.0), runtime_s)
+        self.learn(outcome)
+        effects.outcomes.append(outcome)
         ratios = []
         for resource, value in actual.items():
-            name = _FORECAST_RESOURCE.get(resource)
-            if name is None:
-                continue
-            self.forecaster.observe(context, name, float(value),
-                                    prediction.allocation.get(resource, 0.0), runtime_s)
             allocated = prediction.allocation.get(resource, 0.0)
-            if allocated > 0 and value > 0:
+            if resource in FORECAST_RESOURCE and allocated > 0 and value > 0:
                 ratios.append(abs(math.log(value / allocated)))
         under = actual.get("memory_bytes", 0.0) > prediction.allocation.get("memory_bytes",
                                                                             math.inf)
@@ -458,7 +493,11 @@ class ShadowWorkflows:
         if early is not None:
             action.usage = early
         if previous is None:
-            self.transitions.learn(run.workflow_type, run.last_completed_type, action_type)
+            outcome = transition_outcome(
+                self.learner, (run.workflow_id, run.run_id, action_id, event.attempt),
+                run.workflow_type, action_type, run.last_completed_type)
+            self.learn(outcome)
+            effects.outcomes.append(outcome)
         prediction = self._predict(run, action, now_ms)
         placeholder = run.likely.pop(action_type, None) if previous is None else None
         if placeholder is not None and placeholder.reservation_id:
@@ -496,7 +535,7 @@ class ShadowWorkflows:
     def _predict(self, run: RunShadow, action: ActionShadow, now_ms: int,
                  likely: bool = False) -> Prediction:
         context = self._context(run, action)
-        forecasts = {r: self.forecaster.forecast(context, _FORECAST_RESOURCE[r])
+        forecasts = {r: self.forecaster.forecast(context, FORECAST_RESOURCE[r])
                      for r in RESOURCE_CLASSES}
         allocation = {r: f.amount for r, f in forecasts.items()}
         memory = forecasts["memory_bytes"]
