@@ -62,7 +62,14 @@ def register_shadow_routes(app: faust.App, service: ShadowService, *,
     served by the worker owning the workflow (``forwarding``)."""
     shadows = service.shadows
 
-    def run_of(workflow_id: str) -> RunShadow:
+    async def restored(workflow_id: str) -> int:
+        # A partition just taken over answers as its old owner would: restore it first.
+        partition = partition_of(workflow_id, shadows.pool.partitions)
+        await service.restorer.ensure({partition})
+        return partition
+
+    async def run_of(workflow_id: str) -> RunShadow:
+        await restored(workflow_id)
         run = shadows.shadow_of(workflow_id)
         if run is None:
             raise NotFound(f"no shadow of workflow {workflow_id!r} on this worker (never "
@@ -84,9 +91,10 @@ def register_shadow_routes(app: faust.App, service: ShadowService, *,
             workflow_type = body.get("workflow_type", "unknown")
             if not isinstance(run_id, str) or not isinstance(workflow_type, str):
                 raise BadRequest("run_id and workflow_type must be strings")
+            partition = await restored(workflow_id)
             existed = (workflow_id, run_id) in shadows.runs
             effects = shadows.create(workflow_id, run_id, workflow_type, now_ms(),
-                                     partition=partition_of(workflow_id, shadows.pool.partitions))
+                                     partition=partition)
             await (await service.settle(effects))
             return self.json({"workflow_id": workflow_id, "run_id": run_id,
                               "workflow_type": workflow_type, "created": not existed},
@@ -100,7 +108,7 @@ def register_shadow_routes(app: faust.App, service: ShadowService, *,
         @forwarding.route("workflow_id")
         @json_errors
         async def get(self, request: Request, workflow_id: str, action_id: str) -> Response:
-            run = run_of(workflow_id)
+            run = await run_of(workflow_id)
             action = run.actions.get(action_id)
             prediction = action.prediction if action else None
             if prediction is None and action_id.startswith("next:"):
@@ -123,7 +131,7 @@ def register_shadow_routes(app: faust.App, service: ShadowService, *,
         async def put(self, request: Request, workflow_id: str, action_id: str,
                       usage: str) -> Response:
             actual = parse_usage(usage)
-            run = run_of(workflow_id)
+            run = await run_of(workflow_id)
             action = run.actions.get(action_id)
             if action is None or action.prediction is None:
                 raise NotFound(f"no forecast action {action_id!r} in workflow {workflow_id!r}")
