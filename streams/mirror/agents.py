@@ -31,6 +31,7 @@ from streams.runtime.deadletters import decode_or_dead_letter, publish_dead_lett
 from streams.runtime.kafka import KafkaAddress
 from streams.runtime.messages import Located, RawMessage
 from streams.runtime.restore import Entries, PartitionRestorer
+from streams.runtime.upkeep import register_upkeep
 
 log = logging.getLogger(__name__)
 
@@ -167,15 +168,4 @@ def register_mirror_agents(app: faust.App, service: MirrorService, *, history: f
     async def compare_state(stream: faust.StreamT) -> None:
         await process_in_batches(stream, settings, handle, dead_letter=dead_letter)
 
-    @app.timer(interval=1.0)
-    async def mirror_timer() -> None:
-        try:
-            await service.tick()
-        except Exception:
-            # One bad run's state must not stop the timer for every other run.
-            log.exception("timer work failed; it runs again in a second")
-
-    @app.on_partitions_revoked.connect
-    async def on_revoked(sender: faust.App, revoked: set, **_: object) -> None:
-        name = history.get_topic_name()
-        service.forget_partitions(tp.partition for tp in revoked if tp.topic == name)
+    register_upkeep(app, service, history=history, name="mirror")

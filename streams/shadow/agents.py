@@ -40,6 +40,7 @@ from streams.runtime.deadletters import (
 from streams.runtime.kafka import KafkaAddress
 from streams.runtime.messages import Located, RawMessage
 from streams.runtime.restore import Entries, PartitionRestorer
+from streams.runtime.upkeep import register_upkeep
 from streams.shadow.changelog import record_key, restore_all, shadow_record
 from streams.shadow.outcomes import outcome_key
 from streams.shadow.pool import Alert, Command
@@ -269,18 +270,7 @@ def register_shadow_agents(app: faust.App, service: ShadowService, *, history: f
     async def ingest_telemetry(stream: faust.StreamT) -> None:
         await process_in_batches(stream, settings, handle, dead_letter=dead_letter)
 
-    @app.timer(interval=1.0)
-    async def shadow_timer() -> None:
-        try:
-            await service.tick()
-        except Exception:
-            # One bad run's state must not stop the timer for every other run.
-            log.exception("timer work failed; it runs again in a second")
-
-    @app.on_partitions_revoked.connect
-    async def on_revoked(sender: faust.App, revoked: set, **_: object) -> None:
-        name = history.get_topic_name()
-        service.forget_partitions(tp.partition for tp in revoked if tp.topic == name)
+    register_upkeep(app, service, history=history, name="shadow")
 
 
 async def _then(first: asyncio.Future[None], result: asyncio.Future[list[Rejected]],

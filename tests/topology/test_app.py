@@ -29,3 +29,9 @@ def test_every_route_is_registered_with_its_methods() -> None:
         ("PUT", "/shadow/definitions/{workflow_type}"),
     }
 
+
+
+def test_the_mirror_and_shadow_timers_and_the_feeds_are_scheduled() -> None:
+    app = create_app(Settings())
+    # Faust keeps timers and tasks as one list: the two timers and the feeds' start.
+    assert len(app._app_tasks) == 3
