@@ -28,7 +28,7 @@ from topology.worker_process import WorkerProcess
 EVENTS = 100_000
 WORKFLOWS = 100
 READY = re.compile(
-    r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[INFO\] \[\^Worker\]: Ready")
+    r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[INFO\] \[\^\w*Worker\]: Ready")
 LOGS = Path(tempfile.mkdtemp(prefix="shadowflow-bench-logs-"))
 
 
