@@ -58,7 +58,7 @@ class MirrorService:
 
     def _load(self, partition: int, entries: Entries) -> int:
         restored = restore_all(entries, self.mirrors.limits)
-        self.mirrors.load(restored, partition)
+        self.mirrors.load(restored, partition, now_ms())
         return len(restored)
 
     def forget_partitions(self, partitions: Iterable[int]) -> None:
