@@ -52,9 +52,10 @@ def delta_record(mirror: RunMirror) -> dict[str, Any]:
 
 
 def next_record(mirror: RunMirror, snapshot_ratio: float = 0.25) -> dict[str, Any]:
-    """The record to publish for ``mirror`` now: a delta, or a snapshot when none was taken yet
-    or the delta has grown past ``snapshot_ratio`` of the variables. Marks the snapshot."""
-    if (mirror.snapshot_sequence == 0 or
+    """The record to publish for ``mirror`` now: a delta, or a snapshot when none was taken yet,
+    the delta has grown past ``snapshot_ratio`` of the variables, or the events since the last
+    snapshot (promotion's tail) are due one (``RunMirror.snapshot_due``). Marks the snapshot."""
+    if (mirror.snapshot_sequence == 0 or mirror.snapshot_due() or
             len(mirror.changed_since_snapshot) > snapshot_ratio * max(1, len(mirror.variables))):
         record = snapshot_record(mirror)
         mirror.mark_snapshot()
@@ -67,7 +68,8 @@ def restore(snapshot: Mapping[str, Any], delta: Mapping[str, Any] | None = None,
     """The mirror a snapshot and (optionally) the latest delta on it describe.
 
     A delta of another base is ignored. The restored mirror can take events, be compared at its
-    current sequence and publish further deltas; its undo log and promotion tail start empty.
+    current sequence and publish further deltas; its undo log and promotion tail start empty
+    (the tail incomplete when the delta moved past the snapshot: its next record is a snapshot).
     """
     mirror = RunMirror(snapshot["workflow_id"], snapshot["run_id"], snapshot["workflow_type"],
                        limits or MirrorLimits())
@@ -80,6 +82,7 @@ def restore(snapshot: Mapping[str, Any], delta: Mapping[str, Any] | None = None,
             mirror.variables.pop(name, None)
         mirror.changed_since_snapshot = set(delta["variables"]) | set(delta["removed"])
         mirror.sequence = delta["sequence"]
+        mirror.tail_complete = mirror.sequence == mirror.snapshot_sequence
         latest = delta
     mirror.pending = {e["sequence"]: HistoryEvent.from_avro(e) for e in latest["pending"]}
     mirror.duplicates = latest["duplicates"]

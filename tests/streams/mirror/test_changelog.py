@@ -71,3 +71,57 @@ def test_a_delta_of_one_percent_of_the_variables_is_small() -> None:
     assert len(delta) <= 0.10 * len(snapshot), (len(delta), len(snapshot))
     assert restore(CODEC.decode(snapshot).record,
                    CODEC.decode(delta).record).variables == live.variables
+
+
+def _promote(snapshot: dict, tail: list[HistoryEvent]) -> RunMirror:
+    """What a new primary rebuilds from the last snapshot and promotion's tail."""
+    mirror = restore(snapshot)
+    for event in tail:
+        mirror.offer(event, DEFAULT)
+    return mirror
+
+
+def test_the_tail_since_the_snapshot_stays_bounded_and_promotion_stays_exact() -> None:
+    # 100k updates of one variable, in batches of 500 with a record after each, as the agent
+    # does: the delta stays one variable, yet a snapshot is taken once the tail is due.
+    live = RunMirror("wf", "r", "t")
+    limits = live.limits
+    longest = 0
+    snapshot = next_record(live)
+    for start in range(1, 100_001, 500):
+        for e in _updates(start, ["x"] * 500, 0.0):
+            live.offer(e, DEFAULT)
+        longest = max(longest, len(live.since_snapshot))
+        record = next_record(live)
+        if record["kind"] == SNAPSHOT:
+            snapshot = record
+    assert longest < limits.tail_due(1) + 500  # at most one batch past the bound
+    assert _promote(snapshot, live.since_snapshot).variables == live.variables
+    assert [e.sequence for e in live.since_snapshot] == list(
+        range(live.snapshot_sequence + 1, live.sequence + 1))
+
+
+def test_one_batch_past_the_tail_bound_drops_the_tail_until_the_next_snapshot() -> None:
+    live = RunMirror("wf", "r", "t")
+    next_record(live)
+    for e in _updates(1, ["x"] * 30_000, 1.0):
+        live.offer(e, DEFAULT)
+    assert live.since_snapshot == [] and not live.tail_complete  # the state alone is exact
+    assert live.variables == {"x": 1.0} and live.sequence == 30_000
+    record = next_record(live)
+    assert record["kind"] == SNAPSHOT and live.tail_complete
+    for e in _updates(30_001, ["y"], 2.0):
+        live.offer(e, DEFAULT)
+    assert _promote(record, live.since_snapshot).variables == live.variables
+
+
+def test_a_mirror_restored_from_a_delta_takes_a_snapshot_next() -> None:
+    live = RunMirror("wf", "r", "t")
+    for e in _updates(1, [f"v{i}" for i in range(100)], 1.0):
+        live.offer(e, DEFAULT)
+    snapshot = next_record(live)
+    live.offer(_updates(101, ["v0"], 2.0)[0], DEFAULT)
+    delta = next_record(live)
+    assert delta["kind"] == DELTA
+    restored = restore(snapshot, delta)
+    assert not restored.tail_complete and next_record(restored)["kind"] == SNAPSHOT
