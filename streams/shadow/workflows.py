@@ -235,6 +235,8 @@ class ShadowWorkflows:
         self.early_usage: dict[tuple[str, str], dict[str, Usage]] = {}
         self.early_count = 0
         self.max_early_usage = 100_000
+        self.early_dropped = 0
+        """Telemetry batches refused because ``max_early_usage`` actions' were held."""
         # Finished runs in the order they were seen finished (or restored finished), with that
         # time: eviction looks at the front only.
         self._finish_order: deque[tuple[int, tuple[str, str]]] = deque()
@@ -362,7 +364,8 @@ class ShadowWorkflows:
                      memory: Sequence[float], cpu: Sequence[float], network: Sequence[float],
                      cost: Sequence[float]) -> bool:
         """Fold telemetry samples into an action's usage. Samples of an action not scheduled
-        yet are held until it is; ``False`` if they had to be dropped (too many held)."""
+        yet are held until it is; ``False`` if they had to be dropped because the usage of
+        ``max_early_usage`` actions is held already (counted in ``early_dropped``)."""
         run = self.runs.get((workflow_id, run_id))
         action = run.actions.get(action_id) if run else None
         if action is not None:
@@ -373,6 +376,7 @@ class ShadowWorkflows:
         usage = held.get(action_id) if held else None
         if usage is None:
             if self.early_count >= self.max_early_usage:
+                self.early_dropped += 1
                 return False
             usage = self.early_usage.setdefault((workflow_id, run_id), {})[action_id] = Usage()
             self.early_count += 1

@@ -296,3 +296,17 @@ def test_restored_finished_runs_are_evicted_a_retention_after_their_restore() ->
     assert after.evict_finished(50_000 + 60_000, 60_000) == []
     assert after.evict_finished(50_000 + 60_001, 60_000) == [("wf-done0", "done0")]
     assert set(after.runs) == {("wf-going", "going")}
+
+
+def test_telemetry_beyond_the_early_buffer_is_refused_and_counted() -> None:
+    shadows = _shadows()
+    shadows.max_early_usage = 2
+    assert shadows.on_telemetry("wf-r", "r", "A1", [1.0], [1.0], [0], [0.0])
+    assert shadows.on_telemetry("wf-r", "r", "A2", [1.0], [1.0], [0], [0.0])
+    assert shadows.on_telemetry("wf-r", "r", "A1", [2.0], [1.0], [0], [0.0])  # held already
+    assert not shadows.on_telemetry("wf-r", "r", "A3", [1.0], [1.0], [0], [0.0])
+    assert (shadows.early_count, shadows.early_dropped) == (2, 1)
+    shadows.on_event(_event("r", 1, EventKind.WORKFLOW_STARTED), 0)
+    shadows.on_event(_event("r", 2, EventKind.ACTION_SCHEDULED, "A1", "A"), 0)
+    assert shadows.early_count == 1  # room again
+    assert shadows.on_telemetry("wf-r", "r", "A3", [1.0], [1.0], [0], [0.0])
