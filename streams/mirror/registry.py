@@ -205,9 +205,9 @@ class Mirrors:
             self._requeue(key, keep)
         return findings, done
 
-    def evict_finished(self, now_ms: int, retention_ms: int) -> list[RunKey]:
+    def evict_finished(self, now_ms: int, retention_ms: int) -> dict[RunKey, RunMirror]:
         """Forget finished runs ``retention_ms`` after they finished, once nothing waits on
-        them. Returns the keys forgotten. Costs O(1) amortised per run evicted: runs are taken
+        them. Returns the mirrors forgotten. Costs O(1) amortised per run evicted: runs are taken
         from the front of the order they finished in, and only the few held back by a waiting
         snapshot (for at most ``compare_wait_ms``) are looked at again."""
         due = list(self._held_back)
@@ -217,15 +217,16 @@ class Mirrors:
             at, key = queue.popleft()
             if self.finished_at.get(key) == at:  # else forgotten, or finished again since
                 due.append(key)
-        gone = []
+        gone = {}
         for key in due:
-            if key not in self.runs:
+            mirror = self.runs.get(key)
+            if mirror is None:
                 continue
             if self.waiting.get(key):
                 self._held_back.add(key)
             else:
                 self._forget(key)
-                gone.append(key)
+                gone[key] = mirror
         return gone
 
     def load(self, mirrors: dict[RunKey, RunMirror], partition: int, now_ms: int) -> None:

@@ -112,6 +112,9 @@ class RunMirror:
     """Whether ``since_snapshot`` holds every event since the last snapshot (false after it
     overflowed ``limits.max_tail``, or after a restore from a delta, until the next snapshot)."""
     changed_since_snapshot: set[str] = field(default_factory=set)
+    snapshot_parts: list[bytes] = field(default_factory=list)
+    """Changelog keys of the last snapshot's extra parts, when it was split
+    (``streams.mirror.changelog.split_snapshot``): tombstoned once superseded or evicted."""
     held_since_ms: int = 0
     """Processing time at which the oldest open gap was first seen (for ``expire``)."""
     _undo: deque[tuple[int, dict[str, Any]]] = field(default_factory=deque, repr=False)

@@ -6,9 +6,12 @@ from schemas.codec import default_codec
 from schemas.records import EventKind, HistoryEvent
 from streams.mirror.changelog import (
     DELTA,
+    MAX_RECORD_BYTES,
     SNAPSHOT,
+    changelog_keys,
     delta_record,
     next_record,
+    next_records,
     record_key,
     restore,
     restore_all,
@@ -125,3 +128,53 @@ def test_a_mirror_restored_from_a_delta_takes_a_snapshot_next() -> None:
     assert delta["kind"] == DELTA
     restored = restore(snapshot, delta)
     assert not restored.tail_complete and next_record(restored)["kind"] == SNAPSHOT
+
+
+def _big_run(actions: int) -> RunMirror:
+    """A run of ``actions`` actions, each scheduled, started and completed with a result."""
+    live = RunMirror("wf", "r", "t")
+    seq = 1
+    live.offer(HistoryEvent("wf", "r", "t", seq, EventKind.WORKFLOW_STARTED, 0), DEFAULT)
+    for n in range(actions):
+        for kind in (EventKind.ACTION_SCHEDULED, EventKind.ACTION_STARTED,
+                     EventKind.ACTION_COMPLETED):
+            seq += 1
+            values = {"output": f"s3://bucket/run/{n:06d}/out"} if kind is \
+                EventKind.ACTION_COMPLETED else {}
+            live.offer(HistoryEvent("wf", "r", "t", seq, kind, 0, action_id=f"task_{n:06d}",
+                                    action_type="step", values=values), DEFAULT)
+    return live
+
+
+def test_a_state_over_the_producers_limit_is_split_and_restored_whole() -> None:
+    live = _big_run(15_000)
+    whole = CODEC.encode("MirrorRecord", snapshot_record(live))
+    assert len(whole) > 2**20  # over the producer's default limit of 1 MiB: it used to raise
+    pairs = next_records(live)
+    assert len(pairs) >= 3 and pairs[-1][0] == record_key("wf", "r", SNAPSHOT)
+    encoded = [(key, CODEC.encode("MirrorRecord", record)) for key, record in pairs]
+    assert max(len(value) for _, value in encoded) <= MAX_RECORD_BYTES
+    log: list[tuple[bytes, dict | None]] = [(k, CODEC.decode(v).record) for k, v in encoded]
+    restored = restore_all(log)[("wf", "r")]
+    assert restored.variables == live.variables and restored.sequence == live.sequence
+    assert restored.snapshot_parts == sorted(live.snapshot_parts)
+
+    # A later snapshot supersedes the parts: they are tombstoned after its head.
+    for n in range(15_000):
+        live.offer(HistoryEvent("wf", "r", "t", live.sequence + 1, EventKind.STATE_UPDATED, 0,
+                                values={f"task_{n:06d}.note": "x"}), DEFAULT)
+    later = next_records(live)
+    tombstones = [key for key, record in later if record is None]
+    assert set(tombstones) == {key for key, _ in pairs[:-1]}
+    log += [(k, None if r is None else CODEC.decode(CODEC.encode("MirrorRecord", r)).record)
+            for k, r in later]
+    again = restore_all(log)[("wf", "r")]
+    assert again.variables == live.variables
+    assert set(changelog_keys(live)) >= {key for key, r in later if r is not None}
+
+
+def test_a_split_snapshot_missing_a_part_is_not_restored_from_a_wrong_state() -> None:
+    live = _big_run(15_000)
+    pairs = next_records(live)
+    log = [(k, r) for k, r in pairs if k != pairs[0][0]]
+    assert restore_all(log) == {}

@@ -47,9 +47,9 @@ def test_a_finished_run_waited_on_by_a_snapshot_is_kept_until_it_is_compared() -
     mirrors = Mirrors()
     _run(mirrors, "r", 1_000)
     mirrors.await_comparison(StateSnapshot("wf-r", "r", 9, 0, {}), 1_000, "token")
-    assert mirrors.evict_finished(1_000 + RETENTION + 1, RETENTION) == []
+    assert not mirrors.evict_finished(1_000 + RETENTION + 1, RETENTION)
     mirrors.waiting.clear()
-    assert mirrors.evict_finished(1_000 + RETENTION + 2, RETENTION) == [("wf-r", "r")]
+    assert list(mirrors.evict_finished(1_000 + RETENTION + 2, RETENTION)) == [("wf-r", "r")]
 
 
 def test_restored_finished_runs_are_evicted_a_retention_after_their_restore() -> None:
@@ -60,6 +60,6 @@ def test_restored_finished_runs_are_evicted_a_retention_after_their_restore() ->
            for key, mirror in before.runs.items()]
     after = Mirrors()
     after.load(restore_all(log), partition=0, now_ms=50_000)
-    assert after.evict_finished(50_000 + RETENTION, RETENTION) == []
-    assert after.evict_finished(50_000 + RETENTION + 1, RETENTION) == [("wf-done", "done")]
+    assert not after.evict_finished(50_000 + RETENTION, RETENTION)
+    assert list(after.evict_finished(50_000 + RETENTION + 1, RETENTION)) == [("wf-done", "done")]
     assert set(after.runs) == {("wf-going", "going")}
