@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -16,7 +17,7 @@ from streams.runtime.forwarding import SERVED_BY, partition_of
 from topology.worker_process import WorkerProcess, settings_env
 
 __all__ = ["ROOT", "TRACES", "Answer", "Owners", "WorkerProcess", "call", "free_port", "http",
-           "one_per_partition", "owners", "quote_id", "settings_env", "wait_for"]
+           "one_per_partition", "owners", "quote_id", "settings_env", "steps_of", "wait_for"]
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT.parent / "shared" / "traces" / "wfinstances"
@@ -39,6 +40,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def steps_of(call: Callable[[], Any], package: str = "streams") -> int:
+    """How many lines of ``package``'s Python code ``call`` executes (each loop iteration,
+    comprehensions included, counts): a deterministic measure of work, for tests of how a cost
+    grows, free of timing noise."""
+    root = str(ROOT / package)
+    count = 0
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal count
+        if not frame.f_code.co_filename.startswith(root):
+            return None
+        if event == "line":
+            count += 1
+        return trace
+
+    previous = sys.gettrace()
+    sys.settrace(trace)
+    try:
+        call()
+    finally:
+        sys.settrace(previous)
+    return count
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.3,

@@ -326,7 +326,9 @@ class Forecaster:
     name: str = "shadowflow"
     _by_type: dict[Key, _Window] = field(default_factory=dict)
     _by_action: dict[Key, _Window] = field(default_factory=dict)
-    _run_max: dict[tuple[str, str, str], tuple[float, int]] = field(default_factory=dict)
+    _run_max: dict[str, dict[tuple[str, str], tuple[float, int]]] = field(default_factory=dict)
+    """Per run id, per (action type, resource): the run's largest peak and how many were seen
+    (by run, so ``forget_run`` costs what the run learned, not what every run did)."""
     _growth: dict[str, _Window] = field(default_factory=dict)
 
     def forecast(self, task: TaskContext, resource: str) -> Forecast:
@@ -448,11 +450,11 @@ class Forecaster:
         if self.borrow:
             self._window_of(self._by_action, borrowed_key_of(task, resource)).add(
                 task.input_bytes, actual, runtime_s)
-        run_key = (task.run_id, task.action_type, resource)
-        previous, count = self._run_max.get(run_key, (0.0, 0))
+        run_max = self._run_max.setdefault(task.run_id, {})
+        previous, count = run_max.get((task.action_type, resource), (0.0, 0))
         if count >= self.min_run_samples and previous > 0:
             self._window_of(self._growth, resource).add(0.0, actual / previous)
-        self._run_max[run_key] = (max(previous, actual), count + 1)
+        run_max[(task.action_type, resource)] = (max(previous, actual), count + 1)
 
     def _window_of(self, windows: dict, key: object) -> _Window:
         window = windows.get(key)
@@ -462,11 +464,11 @@ class Forecaster:
 
     def forget_run(self, run_id: str) -> None:
         """Drop a finished run's running maxima (bounded memory in a long-lived worker)."""
-        for key in [k for k in self._run_max if k[0] == run_id]:
-            del self._run_max[key]
+        self._run_max.pop(run_id, None)
 
     def _run_bound(self, task: TaskContext, resource: str) -> float | None:
-        run_max, count = self._run_max.get((task.run_id, task.action_type, resource), (0.0, 0))
+        run_max, count = self._run_max.get(task.run_id, {}).get((task.action_type, resource),
+                                                                 (0.0, 0))
         growth = self._growth.get(resource)
         if count < self.min_run_samples or growth is None or len(growth) < 50:
             return None

@@ -22,7 +22,7 @@ from faust.types import EventT
 
 from schemas.codec import Codec, CodecError, Decoded
 from schemas.records import DeadLetter, StateSnapshot
-from streams.mirror.changelog import DELTA, SNAPSHOT, next_record, record_key, restore_all
+from streams.mirror.changelog import changelog_keys, next_records, restore_all
 from streams.mirror.registry import Finding, Mirrors, RunKey
 from streams.runtime.anomalies import AnomalyOutlet
 from streams.runtime.batches import BatchSettings, all_done, process_in_batches
@@ -59,7 +59,7 @@ class MirrorService:
 
     def _load(self, partition: int, entries: Entries) -> int:
         restored = restore_all(entries, self.mirrors.limits)
-        self.mirrors.load(restored, partition)
+        self.mirrors.load(restored, partition, now_ms())
         return len(restored)
 
     def forget_partitions(self, partitions: Iterable[int]) -> None:
@@ -111,11 +111,11 @@ class MirrorService:
             mirror = self.mirrors.runs.get(key)
             if mirror is None:
                 continue
-            record = next_record(mirror)
-            deliveries.append(await self.mirror_topic.send(
-                key=record_key(*key, record["kind"]),
-                value=self.codec.encode("MirrorRecord", record),
-                partition=self.mirrors.partition_of[key], force=True))
+            for record_key, record in next_records(mirror):
+                deliveries.append(await self.mirror_topic.send(
+                    key=record_key,
+                    value=None if record is None else self.codec.encode("MirrorRecord", record),
+                    partition=self.mirrors.partition_of[key], force=True))
         return deliveries
 
     async def tick(self) -> None:
@@ -123,11 +123,11 @@ class MirrorService:
         findings, done = self.mirrors.expire(now_ms())
         more, done_too = self.mirrors.compare_ready()
         await self.settle(findings + more, [*done, *done_too])
-        for key in self.mirrors.evict_finished(now_ms(), self.retention_ms):
-            partition = self.mirrors.partition_of.get(key)
-            for kind in (SNAPSHOT, DELTA):
-                await self.mirror_topic.send(key=record_key(*key, kind), value=None,
-                                             partition=partition, force=True)
+        partition_of = dict(self.mirrors.partition_of)
+        for key, mirror in self.mirrors.evict_finished(now_ms(), self.retention_ms).items():
+            for record_key in changelog_keys(mirror):
+                await self.mirror_topic.send(key=record_key, value=None,
+                                             partition=partition_of.get(key), force=True)
 
     def _finish(self, token: Hashable, error: BaseException | None = None) -> None:
         future = self._done.pop(token, None)

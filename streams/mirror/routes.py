@@ -113,6 +113,7 @@ def register_routes(app: faust.App, mirrors: Mirrors, definitions: DefinitionReg
             body = _state(found)
             body["snapshot_sequence"] = found.snapshot_sequence
             body["events_since_snapshot"] = [e.to_avro() for e in found.since_snapshot]
+            body["tail_complete"] = found.tail_complete
             return self.json(body)
 
     @app.page("/shadow/{workflow_id}/what-if")

@@ -58,6 +58,18 @@ class MirrorLimits:
     """Processing time a gap may stay open before the timer declares it missing."""
     undo_depth: int = 20_000
     """How many applied events back ``state_at`` can reach."""
+    snapshot_tail: int = 1_000
+    """A record is a snapshot once this many events were applied since the last snapshot, or
+    as many as the run has variables if that is more (up to half of ``max_tail``), so the tail
+    promotion hands over stays short and a snapshot's cost is spread over as many events."""
+    max_tail: int = 10_000
+    """Most events kept since the last snapshot (promotion's tail). One batch that applies
+    more drops the tail: promotion then hands over the state alone, which is complete at its
+    sequence, until the snapshot the batch's record takes."""
+
+    def tail_due(self, variables: int) -> int:
+        """How long a tail calls for a snapshot, for a run of ``variables`` variables."""
+        return min(max(self.snapshot_tail, variables), self.max_tail // 2)
 
     @property
     def max_ahead(self) -> int:
@@ -94,8 +106,15 @@ class RunMirror:
     snapshot_sequence: int = 0
     """Sequence of the last snapshot taken (``mark_snapshot``)."""
     since_snapshot: list[HistoryEvent] = field(default_factory=list)
-    """Events applied after the last snapshot, in order: what promotion hands over."""
+    """Events applied after the last snapshot, in order: what promotion hands over. At most
+    ``limits.max_tail``; empty once ``tail_complete`` is false."""
+    tail_complete: bool = True
+    """Whether ``since_snapshot`` holds every event since the last snapshot (false after it
+    overflowed ``limits.max_tail``, or after a restore from a delta, until the next snapshot)."""
     changed_since_snapshot: set[str] = field(default_factory=set)
+    snapshot_parts: list[bytes] = field(default_factory=list)
+    """Changelog keys of the last snapshot's extra parts, when it was split
+    (``streams.mirror.changelog.split_snapshot``): tombstoned once superseded or evicted."""
     held_since_ms: int = 0
     """Processing time at which the oldest open gap was first seen (for ``expire``)."""
     _undo: deque[tuple[int, dict[str, Any]]] = field(default_factory=deque, repr=False)
@@ -157,7 +176,14 @@ class RunMirror:
         """Record that a snapshot of the current state was taken."""
         self.snapshot_sequence = self.sequence
         self.since_snapshot.clear()
+        self.tail_complete = True
         self.changed_since_snapshot.clear()
+
+    def snapshot_due(self) -> bool:
+        """Whether the tail since the last snapshot is long enough (or was lost) to call for a
+        new snapshot rather than a delta."""
+        return (not self.tail_complete
+                or len(self.since_snapshot) >= self.limits.tail_due(len(self.variables)))
 
     def _declare(self, definition: WorkflowDefinition, now_ms: int,
                  by_processing_time: int | None = None) -> list[Gap]:
@@ -214,7 +240,12 @@ class RunMirror:
             for name, value in event.values.items():
                 assign(name, value)
         self.sequence = event.sequence
-        self.since_snapshot.append(event)
+        if self.tail_complete:
+            if len(self.since_snapshot) < self.limits.max_tail:
+                self.since_snapshot.append(event)
+            else:
+                self.since_snapshot.clear()
+                self.tail_complete = False
         self.changed_since_snapshot.update(previous)
         self._undo.append((event.sequence, previous))
         if len(self._undo) > self.limits.undo_depth:

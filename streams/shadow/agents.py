@@ -49,6 +49,11 @@ from streams.shadow.workflows import Effects, Feedback, Prediction, RunShadow, S
 
 log = logging.getLogger(__name__)
 
+EARLY_OVERFLOW = ("early telemetry buffer full: the usage of too many actions not scheduled yet "
+                  "is held; these samples were not folded into the action's usage (their "
+                  "windows were stored)")
+"""Why a telemetry batch is dead-lettered when ``ShadowWorkflows.on_telemetry`` refuses it."""
+
 
 class ShadowService:
     """The worker's shadow workflows and the topics and tables they write to."""
@@ -137,17 +142,21 @@ class ShadowService:
         records. ``batches`` are (origin message, batch) pairs: the origin's partition says
         whose shadows they are, and the sink hands it back with any rows ClickHouse refused."""
         await self.restorer.ensure({origin.partition for origin, _ in batches})
-        rows, origins = [], []
+        rows, origins, overflow = [], [], []
         for origin, batch in batches:
-            self.shadows.on_telemetry(batch.workflow_id, batch.run_id, batch.action_id,
-                                      batch.memory_bytes, batch.cpu_cores, batch.network_bytes,
-                                      batch.cost)
+            if not self.shadows.on_telemetry(batch.workflow_id, batch.run_id, batch.action_id,
+                                             batch.memory_bytes, batch.cpu_cores,
+                                             batch.network_bytes, batch.cost):
+                overflow.append(Rejected(origin, EARLY_OVERFLOW))
             made = [asdict(w) for w in windows(batch, self.telemetry_window_ms)]
             rows += made
             origins += [origin] * len(made)
         stored = await self.sink.submit(ACTION_USAGE, columns_of(ACTION_USAGE, rows), origins)
+        if overflow:
+            log.warning("early telemetry buffer full: %d batches dead-lettered (%d so far)",
+                        len(overflow), self.shadows.early_dropped)
         persisted = await self.settle(Effects())
-        return asyncio.ensure_future(_then(persisted, stored))
+        return asyncio.ensure_future(_then(persisted, stored, overflow))
 
     async def publish(self, effects: Effects) -> asyncio.Future[None]:
         """Send commands and alerts, store predictions, feedback, commands and alerts."""
@@ -274,7 +283,7 @@ def register_shadow_agents(app: faust.App, service: ShadowService, *, history: f
 
 
 async def _then(first: asyncio.Future[None], result: asyncio.Future[list[Rejected]],
-                ) -> list[Rejected]:
-    """``result``'s value, once ``first`` resolved too."""
+                more: Sequence[Rejected] = ()) -> list[Rejected]:
+    """``result``'s value and ``more``, once ``first`` resolved too."""
     await first
-    return await result
+    return [*await result, *more]

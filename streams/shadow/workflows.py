@@ -244,9 +244,16 @@ class ShadowWorkflows:
         self.runs: dict[tuple[str, str], RunShadow] = {}
         self.latest_run: dict[str, str] = {}
         # Telemetry can overtake the history that schedules its action (separate topics):
-        # held here, within a bound, until the action is known.
-        self.early_usage: dict[tuple[str, str, str], Usage] = {}
+        # held here, per run and action, within a bound, until the action is known.
+        self.early_usage: dict[tuple[str, str], dict[str, Usage]] = {}
+        self.early_count = 0
         self.max_early_usage = 100_000
+        self.early_dropped = 0
+        """Telemetry batches refused because ``max_early_usage`` actions' were held."""
+        # Finished runs in the order they were seen finished (or restored finished), with that
+        # time: eviction looks at the front only.
+        self._finish_order: deque[tuple[int, tuple[str, str]]] = deque()
+        self._finished_at: dict[tuple[str, str], int] = {}
         # Completed actions awaiting feedback, in the order their completion was seen: the timer
         # looks at the front only instead of scanning every action of every run.
         self._awaiting_feedback: deque[tuple[int, tuple[str, str], str, int]] = deque()
@@ -292,11 +299,14 @@ class ShadowWorkflows:
     def load(self, run: RunShadow, reservations: Sequence[Reservation],
              versions: Mapping[str, int], now_ms: int) -> None:
         """Take over a run restored from its record, with what it holds; completed actions
-        still waiting for their usage wait again from ``now_ms``."""
+        still waiting for their usage wait again from ``now_ms``, and a finished run is
+        forgotten a retention after ``now_ms``."""
         key = (run.workflow_id, run.run_id)
         self.runs[key] = run
         self.latest_run[run.workflow_id] = run.run_id
         self.pool.restore(run.workflow_id, run.run_id, reservations, versions)
+        if run.finished_ms is not None:  # evicted a retention after its restore
+            self._mark_finished(key, now_ms)
         for action in run.actions.values():
             if action.completed_ms is not None and not action.feedback_done:
                 self._awaiting_feedback.append((now_ms, key, action.action_id, action.attempt))
@@ -308,6 +318,7 @@ class ShadowWorkflows:
         gone = [key for key, run in self.runs.items() if run.partition in partitions]
         for key in gone:
             del self.runs[key]
+            self._finished_at.pop(key, None)
             self.pool.forget_run(*key)
             if self.latest_run.get(key[0]) == key[1]:
                 del self.latest_run[key[0]]
@@ -369,7 +380,9 @@ class ShadowWorkflows:
                     effects.extend(self._reserve_likely(run, action.action_type, now_ms,
                                                         event.timestamp_ms, event.sequence))
         elif kind in (EventKind.WORKFLOW_COMPLETED, EventKind.WORKFLOW_FAILED):
-            run.finished_ms = now_ms
+            if run.finished_ms is None:
+                run.finished_ms = now_ms
+                self._mark_finished(key, now_ms)
             # Whatever the run still holds goes back: unclaimed placeholders, and actions whose
             # completion never arrived (a lost event must not hold capacity for ever).
             held = [p.reservation_id for p in run.likely.values()] + [
@@ -385,17 +398,23 @@ class ShadowWorkflows:
                      memory: Sequence[float], cpu: Sequence[float], network: Sequence[float],
                      cost: Sequence[float]) -> bool:
         """Fold telemetry samples into an action's usage. Samples of an action not scheduled
-        yet are held until it is; ``False`` if they had to be dropped (too many held)."""
+        yet are held until it is; ``False`` if they had to be dropped because the usage of
+        ``max_early_usage`` actions is held already (counted in ``early_dropped``)."""
         run = self.runs.get((workflow_id, run_id))
         action = run.actions.get(action_id) if run else None
         if action is not None:
             action.usage.add(memory, cpu, network, cost)
             self._touched.add((workflow_id, run_id))
             return True
-        key = (workflow_id, run_id, action_id)
-        if key not in self.early_usage and len(self.early_usage) >= self.max_early_usage:
-            return False
-        self.early_usage.setdefault(key, Usage()).add(memory, cpu, network, cost)
+        held = self.early_usage.get((workflow_id, run_id))
+        usage = held.get(action_id) if held else None
+        if usage is None:
+            if self.early_count >= self.max_early_usage:
+                self.early_dropped += 1
+                return False
+            usage = self.early_usage.setdefault((workflow_id, run_id), {})[action_id] = Usage()
+            self.early_count += 1
+        usage.add(memory, cpu, network, cost)
         return True
 
     def due_feedback(self, now_ms: int, grace_ms: int) -> Effects:
@@ -461,13 +480,19 @@ class ShadowWorkflows:
         return effects
 
     def evict_finished(self, now_ms: int, retention_ms: int) -> list[tuple[str, str]]:
-        """Forget runs finished ``retention_ms`` ago."""
-        gone = [k for k, r in self.runs.items()
-                if r.finished_ms is not None and now_ms - r.finished_ms > retention_ms]
-        for key in gone:
+        """Forget runs finished ``retention_ms`` ago, with what they hold and what was held for
+        them. O(1) amortised per run: runs are taken from the front of the order they finished
+        in, and everything kept about a run is found by its key."""
+        gone = []
+        queue = self._finish_order
+        while queue and now_ms - queue[0][0] > retention_ms:
+            at, key = queue.popleft()
+            if self._finished_at.get(key) != at or key not in self.runs:
+                continue  # forgotten already (its partition moved), or restored again since
+            del self._finished_at[key]
+            gone.append(key)
             self._forgotten[key] = self.runs.pop(key).partition
-            for early in [k for k in self.early_usage if k[:2] == key]:
-                del self.early_usage[early]
+            self.early_count -= len(self.early_usage.pop(key, {}))
             self.forecaster.forget_run(key[1])
             self.pool.forget_run(*key)
             if self.latest_run.get(key[0]) == key[1]:
@@ -489,7 +514,7 @@ class ShadowWorkflows:
             previous.order if previous else len(run.actions),
             float(event.attributes.get("input_bytes", 0.0)),
             float(declared) if declared else None)
-        early = self.early_usage.pop((run.workflow_id, run.run_id, action_id), None)
+        early = self._take_early(run, action_id)
         if early is not None:
             action.usage = early
         if previous is None:
@@ -531,6 +556,21 @@ class ShadowWorkflows:
                                         "once per workflow and action type)",
                                         "SIZING_NEEDED", "LOW"))
         return effects
+
+    def _mark_finished(self, key: tuple[str, str], now_ms: int) -> None:
+        self._finished_at[key] = now_ms
+        self._finish_order.append((now_ms, key))
+
+    def _take_early(self, run: RunShadow, action_id: str) -> Usage | None:
+        """The usage held for an action before it was scheduled, if any (no longer held)."""
+        key = (run.workflow_id, run.run_id)
+        held = self.early_usage.get(key)
+        usage = held.pop(action_id, None) if held else None
+        if usage is not None:
+            self.early_count -= 1
+            if not held:
+                del self.early_usage[key]
+        return usage
 
     def _predict(self, run: RunShadow, action: ActionShadow, now_ms: int,
                  likely: bool = False) -> Prediction:

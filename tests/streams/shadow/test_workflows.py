@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from schemas.records import EventKind, HistoryEvent, Resources
 from streams.forecasting.forecaster import Forecaster
+from streams.shadow.changelog import record_key, restore_all, shadow_record
 from streams.shadow.ledger import ReservationLedger
 from streams.shadow.pool import ADJUST, RELEASE, RESERVE, ReservationPool
 from streams.shadow.workflows import ShadowConfig, ShadowWorkflows
+from tests.support import steps_of
 
 GB = 10**9
 
@@ -246,3 +248,65 @@ def test_a_started_reservation_is_released_after_its_maximum_lifetime() -> None:
     [release] = pool.expire(50_500)
     assert (release.op, release.reason) == (RELEASE, "expired running")
     assert pool.in_use("memory_bytes") == 0
+
+
+def _finished_runs(shadows: ShadowWorkflows, prefix: str, count: int, at: int) -> None:
+    """``count`` runs of one action each, with telemetry held for an action never scheduled
+    and the usage learned from, finished at ``at``."""
+    for n in range(count):
+        run = f"{prefix}{n}"
+        shadows.on_telemetry("wf-" + run, run, "never", [1.0], [1.0], [1.0], [0.0])
+        shadows.on_event(_event(run, 1, EventKind.WORKFLOW_STARTED), at)
+        shadows.on_event(_event(run, 2, EventKind.ACTION_SCHEDULED, "A", "A"), at)
+        done = _event(run, 3, EventKind.ACTION_COMPLETED, "A", "A")
+        done.attributes["usage.memory_bytes"] = 1.0 * GB
+        shadows.on_event(done, at)
+        shadows.on_event(_event(run, 4, EventKind.WORKFLOW_COMPLETED), at)
+
+
+def _evict_cost(finished: int, active: int) -> int:
+    shadows = _shadows(capacity=10**9 * GB)
+    for n in range(active):
+        shadows.on_event(_event(f"a{n}", 1, EventKind.WORKFLOW_STARTED), 0)
+    _finished_runs(shadows, "f", finished, 1_000)
+    steps = steps_of(lambda: shadows.evict_finished(1_000 + 60_001, 60_000))
+    assert len(shadows.runs) == active and shadows.early_count == 0
+    assert shadows.early_usage == {} and shadows.forecaster._run_max == {}
+    return steps
+
+
+def test_evicting_finished_runs_costs_time_linear_in_how_many_go() -> None:
+    small, large = _evict_cost(300, 0), _evict_cost(3_000, 0)
+    assert large <= 11 * small, (small, large)
+    # Runs still active cost nothing, and neither do finished runs not yet due.
+    assert _evict_cost(300, 3_000) == small
+    shadows = _shadows(capacity=10**9 * GB)
+    _finished_runs(shadows, "f", 2_000, 1_000)
+    assert steps_of(lambda: shadows.evict_finished(1_000 + 60_000, 60_000)) < 20
+
+
+def test_restored_finished_runs_are_evicted_a_retention_after_their_restore() -> None:
+    before = _shadows()
+    _finished_runs(before, "done", 1, 1_000)
+    before.on_event(_event("going", 1, EventKind.WORKFLOW_STARTED), 1_000)
+    after = _shadows()
+    for item in restore_all([(record_key(*key), shadow_record(run, [], {}))
+                             for key, run in before.runs.items()]):
+        after.load(item.run, item.reservations, item.versions, 50_000)
+    assert after.evict_finished(50_000 + 60_000, 60_000) == []
+    assert after.evict_finished(50_000 + 60_001, 60_000) == [("wf-done0", "done0")]
+    assert set(after.runs) == {("wf-going", "going")}
+
+
+def test_telemetry_beyond_the_early_buffer_is_refused_and_counted() -> None:
+    shadows = _shadows()
+    shadows.max_early_usage = 2
+    assert shadows.on_telemetry("wf-r", "r", "A1", [1.0], [1.0], [0], [0.0])
+    assert shadows.on_telemetry("wf-r", "r", "A2", [1.0], [1.0], [0], [0.0])
+    assert shadows.on_telemetry("wf-r", "r", "A1", [2.0], [1.0], [0], [0.0])  # held already
+    assert not shadows.on_telemetry("wf-r", "r", "A3", [1.0], [1.0], [0], [0.0])
+    assert (shadows.early_count, shadows.early_dropped) == (2, 1)
+    shadows.on_event(_event("r", 1, EventKind.WORKFLOW_STARTED), 0)
+    shadows.on_event(_event("r", 2, EventKind.ACTION_SCHEDULED, "A1", "A"), 0)
+    assert shadows.early_count == 1  # room again
+    assert shadows.on_telemetry("wf-r", "r", "A3", [1.0], [1.0], [0], [0.0])
