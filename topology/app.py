@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from schemas.codec import default_codec
 from sinks.batcher import BatchingSink
@@ -39,10 +40,33 @@ def raw_topic(app: faust.App, name: str, settings: Settings) -> faust.TopicT:
                      partitions=settings.partitions)
 
 
+def limit_fetch_wait(wait_ms: int) -> None:
+    """Make the agents' consumer wait at most ``wait_ms`` for a fetch to fill.
+
+    Faust creates its aiokafka consumer with a fixed 1,500 ms ``fetch_max_wait_ms``; a broker
+    that holds a fetch that long when little is waiting (measured with Tansu:
+    ``bench/bench_reservation_latency.py``) delays every event by up to that much. aiokafka reads
+    the value when the consumer starts, so it is set on the consumer Faust has just made."""
+    driver = faust_aiokafka.AIOKafkaConsumerThread
+    create = getattr(driver, "_shadowflow_create", driver._create_worker_consumer)
+
+    def create_worker_consumer(self: Any, *args: Any, **kwargs: Any) -> Any:
+        consumer = create(self, *args, **kwargs)
+        if hasattr(consumer, "_fetch_max_wait_ms"):
+            consumer._fetch_max_wait_ms = wait_ms
+        else:
+            log.warning("this aiokafka has no fetch wait to set; Faust's 1,500 ms stays")
+        return consumer
+
+    driver._shadowflow_create = create
+    driver._create_worker_consumer = create_worker_consumer
+
+
 def faust_app(settings: Settings) -> faust.App:
     """A Faust app configured from ``settings``, with no agents yet. It binds
     ``web_host:web_port`` and advertises ``settings.advertised_url`` to the other workers of
     its group (Faust's ``canonical_url``, sent with its group membership)."""
+    limit_fetch_wait(settings.consumer_fetch_wait_ms)
     return faust.App(
         settings.app_id,
         broker=settings.faust_broker,
