@@ -44,7 +44,6 @@ class MirrorService:
                  retention_ms: int) -> None:
         self.mirrors = mirrors
         self.codec = codec
-        self.kafka = kafka
         self.mirror_topic = mirror_topic
         self.anomalies = anomalies
         self.retention_ms = retention_ms

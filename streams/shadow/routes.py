@@ -12,7 +12,7 @@ import faust
 from faust.web import Request, Response, View
 
 from streams.runtime.clock import now_ms
-from streams.runtime.forwarding import Forwarding, partition_of
+from streams.runtime.forwarding import Forwarding
 from streams.runtime.http import BadRequest, NotFound, json_body, json_errors
 from streams.runtime.validation import check_amount
 from streams.shadow.agents import ShadowService
@@ -64,7 +64,7 @@ def register_shadow_routes(app: faust.App, service: ShadowService, *,
 
     async def restored(workflow_id: str) -> int:
         # A partition just taken over answers as its old owner would: restore it first.
-        partition = partition_of(workflow_id, shadows.pool.partitions)
+        partition = forwarding.partition_of(workflow_id)
         await service.restorer.ensure({partition})
         return partition
 

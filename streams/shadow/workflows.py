@@ -198,31 +198,34 @@ class Transitions:
     """Which action types follow which, per workflow type, learned from runs."""
 
     def __init__(self) -> None:
-        self._counts: dict[tuple[str, str | None], Counter[str]] = defaultdict(Counter)
+        # By workflow type, then the type completed before: a type's counts are read whole
+        # into every record of its runs.
+        self._counts: dict[str, dict[str | None, Counter[str]]] = defaultdict(
+            lambda: defaultdict(Counter))
 
     def learn(self, workflow_type: str, previous: str | None, scheduled: str) -> None:
         """``scheduled`` was the next type scheduled after ``previous`` completed (``None``: the
         run's start)."""
-        self._counts[(workflow_type, previous)][scheduled] += 1
+        self._counts[workflow_type][previous][scheduled] += 1
 
     def of_type(self, workflow_type: str) -> list[tuple[str | None, str, int]]:
         """What was learned for a workflow type, as (previous, next, count), sorted."""
         return sorted(((previous, scheduled, n)
-                       for (wtype, previous), counts in self._counts.items()
-                       if wtype == workflow_type for scheduled, n in counts.items()),
+                       for previous, counts in self._counts.get(workflow_type, {}).items()
+                       for scheduled, n in counts.items()),
                       key=lambda item: (item[0] or "", item[1]))
 
     def merge(self, workflow_type: str, learned: Iterable[Sequence[Any]]) -> None:
         """Take what another worker (or this one before a restart) had learned: each count
         becomes the larger of the two."""
         for previous, scheduled, n in learned:
-            counts = self._counts[(workflow_type, previous)]
+            counts = self._counts[workflow_type][previous]
             counts[scheduled] = max(counts[scheduled], int(n))
 
     def likely(self, workflow_type: str, previous: str | None,
                min_probability: float) -> list[tuple[str, float]]:
         """Next action types with their probabilities, most likely first."""
-        counts = self._counts.get((workflow_type, previous))
+        counts = self._counts.get(workflow_type, {}).get(previous)
         if not counts:
             return []
         total = sum(counts.values())
@@ -266,7 +269,6 @@ class ShadowWorkflows:
     def learn(self, outcome: Mapping[str, Any]) -> None:
         """Learn a fact: an action's usage (the forecaster) or what was scheduled after what
         (the transitions)."""
-        self._seen.first_time(outcome_key(outcome))
         if outcome["kind"] == TRANSITION:
             self.transitions.learn(outcome["workflow_type"], outcome["previous_type"],
                                    outcome["action_type"])
