@@ -52,16 +52,17 @@ class MirrorService:
         self._tokens = itertools.count()
         self._done: dict[Hashable, asyncio.Future[None]] = {}
 
-    async def ensure_restored(self, partitions: Iterable[int]) -> None:
-        """Restore the mirrors of partitions not yet restored since they were assigned."""
-        await self.restorer.ensure(partitions)
+    async def ensure_restored(self, partitions: Iterable[int]) -> set[int]:
+        """Restore the mirrors of partitions not yet restored since they were assigned;
+        returns those restored now (not those revoked meanwhile)."""
+        return await self.restorer.ensure(partitions)
 
     def _load(self, partition: int, entries: Entries) -> int:
         restored = restore_all(entries, self.mirrors.limits)
         self.mirrors.load(restored, partition, now_ms())
         return len(restored)
 
-    def forget_partitions(self, partitions: Iterable[int]) -> None:
+    async def forget_partitions(self, partitions: Iterable[int]) -> None:
         """The worker no longer owns these partitions."""
         partitions = set(partitions)
         self.restorer.forget(partitions)
@@ -92,11 +93,13 @@ class MirrorService:
     async def apply(self, located: Sequence[Located]) -> asyncio.Future[None]:
         """Apply a batch of history events; the future resolves when the mirror records and
         any anomalies they led to are stored."""
-        await self.ensure_restored({item.partition for item in located})
+        owned = await self.ensure_restored({item.partition for item in located})
         findings: list[Finding] = []
         touched: set[RunKey] = set()
         stamp = now_ms()
         for item in located:
+            if item.partition not in owned:  # revoked meanwhile: the new owner's to apply
+                continue
             findings += self.mirrors.offer(item.event, item.partition, stamp)
             touched.add((item.event.workflow_id, item.event.run_id))
         effects = await self.persist(touched)

@@ -78,7 +78,7 @@ def what_if_events(mirror: RunMirror, body: Any, default_ms: int) -> list[Histor
 
 def register_routes(app: faust.App, mirrors: Mirrors, definitions: DefinitionRegistry, *,
                     forwarding: Forwarding,
-                    ensure_restored: Callable[[Iterable[int]], Awaitable[None]],
+                    ensure_restored: Callable[[Iterable[int]], Awaitable[object]],
                     publish_definition: Callable[[dict[str, Any]], Any]) -> None:
     """Add the state, promotion, what-if and definition routes to ``app``. A workflow's routes
     are served by the worker owning it (``forwarding``), once the mirrors of its partition are

@@ -17,37 +17,66 @@ log = logging.getLogger(__name__)
 Entries = list[tuple[bytes, Mapping[str, Any] | None]]
 """A partition's records in order, decoded: (key, record, or ``None`` for a tombstone)."""
 
+Reader = Callable[[KafkaAddress, str, int], list[tuple[bytes | None, bytes | None]]]
+"""Reads a partition of a topic to its end: (key, value) pairs in order."""
+
 
 class PartitionRestorer:
     """Reads a partition of ``topic`` and hands its records to ``load`` the first time the
-    partition is needed after it was assigned."""
+    partition is needed after it was assigned.
+
+    A partition revoked while its restore is reading is not loaded when the read ends (the
+    records read may already be stale), and ``ensure`` leaves it out: a batch taken before the
+    revocation must not rebuild state the new owner now holds."""
 
     def __init__(self, kafka: KafkaAddress, topic: str, codec: Codec,
-                 load: Callable[[int, Entries], int], what: str) -> None:
+                 load: Callable[[int, Entries], int], what: str,
+                 reader: Reader = read_partition) -> None:
         self._kafka = kafka
+        self._reader = reader
         self._topic = topic
         self._codec = codec
         self._load = load
         self._what = what
         self.restored: set[int] = set()
         self._restoring: dict[int, asyncio.Task[None]] = {}
+        # Bumped when a partition is revoked: a restore that began before is stale.
+        self._generation: dict[int, int] = {}
+        # Revoked and not assigned again: never restored for a batch taken before revocation.
+        self.revoked: set[int] = set()
 
-    async def ensure(self, partitions: Iterable[int]) -> None:
-        """Restore the partitions not yet restored since they were assigned."""
-        for partition in sorted(set(partitions) - self.restored):
+    async def ensure(self, partitions: Iterable[int]) -> set[int]:
+        """Restore the partitions not yet restored since they were assigned; returns those of
+        ``partitions`` that are restored now (not those revoked meanwhile)."""
+        wanted = set(partitions) - self.revoked
+        for partition in sorted(wanted - self.restored):
             task = self._restoring.get(partition)
             if task is None:
                 task = self._restoring[partition] = asyncio.ensure_future(
                     self._restore(partition))
             await asyncio.shield(task)
+        return wanted & self.restored
 
     def forget(self, partitions: Iterable[int]) -> None:
         """The worker no longer owns these partitions: restore them again if they come back."""
-        self.restored -= set(partitions)
+        for partition in partitions:
+            self.revoked.add(partition)
+            self.restored.discard(partition)
+            self._generation[partition] = self._generation.get(partition, 0) + 1
+            self._restoring.pop(partition, None)
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        """The worker owns these partitions (again): restore them when first needed."""
+        self.revoked -= set(partitions)
 
     async def _restore(self, partition: int) -> None:
+        generation = self._generation.get(partition, 0)
         try:
-            raw = await asyncio.to_thread(read_partition, self._kafka, self._topic, partition)
+            raw = await asyncio.to_thread(self._reader, self._kafka, self._topic, partition)
+            if self._generation.get(partition, 0) != generation:
+                log.info("partition %d was revoked while its %s were read: not restored",
+                         partition, self._what)
+                return
             entries = [(key or b"", None if value is None else self._codec.decode(value).record)
                        for key, value in raw]
             count = self._load(partition, entries)
@@ -55,4 +84,5 @@ class PartitionRestorer:
             log.info("restored %d %s of partition %d from %d records", count, self._what,
                      partition, len(entries))
         finally:
-            self._restoring.pop(partition, None)
+            if self._generation.get(partition, 0) == generation:
+                self._restoring.pop(partition, None)

@@ -3,9 +3,11 @@ in; shadow.reservations, shadow.anomalies and the predictions, feedback, action_
 reservations tables out. The logic is in ``streams.shadow.workflows``; this module moves values
 around.
 
-As with the mirrors, a batch is acked only once its commands, alerts and outcomes are on the
-broker, its rows in ClickHouse, and then the changed shadows' records on ``shadow.shadows``,
-from which a partition's new owner restores them before processing it. What the shadows learn
+A batch is acked only once the changed shadows' records are on ``shadow.shadows`` (from which a
+partition's new owner restores them before processing it), and after them the commands, alerts
+and outcomes they decided are on the broker and their rows in ClickHouse: the records go first,
+carrying those effects (``streams.shadow.outbox``), so a crash between the two loses nothing and
+a restore never decides again what was already sent. What the shadows learn
 goes to ``shadow.outcomes``, which every worker follows (``outcome_feed``)."""
 
 from __future__ import annotations
@@ -20,17 +22,11 @@ import faust
 from faust.types import EventT
 
 from schemas.codec import Codec
-from schemas.records import (
-    RESOURCE_CLASSES,
-    DeadLetter,
-    TelemetryBatch,
-    anomaly_record,
-    telemetry_batches,
-)
+from schemas.records import DeadLetter, TelemetryBatch, telemetry_batches
 from sinks.batcher import BatchingSink, Rejected
 from sinks.tables import ACTION_USAGE, FEEDBACK, PREDICTIONS, RESERVATIONS, columns_of
 from streams.runtime.anomalies import AnomalyOutlet
-from streams.runtime.batches import BatchSettings, all_done, process_in_batches
+from streams.runtime.batches import BatchSettings, process_in_batches
 from streams.runtime.clock import now_ms
 from streams.runtime.deadletters import (
     dead_letter_refused,
@@ -42,10 +38,10 @@ from streams.runtime.messages import Located, RawMessage
 from streams.runtime.restore import Entries, PartitionRestorer
 from streams.runtime.upkeep import register_upkeep
 from streams.shadow.changelog import record_key, restore_all, shadow_record
+from streams.shadow.outbox import Outbox, Outgoing, RunKey, outgoing_by_run
 from streams.shadow.outcomes import outcome_key
-from streams.shadow.pool import Alert, Command
 from streams.shadow.telemetry import windows
-from streams.shadow.workflows import Effects, Feedback, Prediction, RunShadow, ShadowWorkflows
+from streams.shadow.workflows import Effects, ShadowWorkflows
 
 log = logging.getLogger(__name__)
 
@@ -75,51 +71,102 @@ class ShadowService:
         self.retention_ms = retention_ms
         self.restorer = PartitionRestorer(kafka, shadow_topic.get_topic_name(), codec,
                                           self._load, "shadows")
-        self._persisted: asyncio.Future[None] | None = None
+        self.outbox = Outbox()
+        # Restored outboxes, sent again with the next step.
+        self._resend: dict[RunKey, Outgoing] = {}
+        # Each step publishes only after the previous one did: a workflow's commands keep
+        # their order, and records go out in the order the states were taken.
+        self._issued: asyncio.Future[None] | None = None
 
     async def apply(self, located: Sequence[Located]) -> asyncio.Future[None]:
-        """Follow a batch of history events; the future resolves when their effects are
-        published and stored, and then the changed shadows' records."""
-        await self.restorer.ensure({item.partition for item in located})
+        """Follow a batch of history events; the future resolves when the changed shadows'
+        records and then their effects are published and stored."""
+        owned = await self.restorer.ensure({item.partition for item in located})
         effects = Effects()
         stamp = now_ms()
         for item in located:
-            effects.extend(self.shadows.on_event(item.event, stamp, item.partition))
+            if item.partition not in owned:  # revoked meanwhile: the new owner's to apply
+                continue
+            effects.extend(self.shadows.on_event(item.event, stamp, item.partition,
+                                                 item.offset))
         return await self.settle(effects)
 
     async def settle(self, effects: Effects) -> asyncio.Future[None]:
-        """Publish and store ``effects``, then the records of the shadows changed so far: a
-        record never runs ahead of the effects it implies, so after a crash the new owner
-        restores a state whose commands and rows were all delivered, and the events after it
-        are consumed again and make the same commands (same ids)."""
-        stored = await self.publish(effects)
+        """Write the changed shadows' records, each with its run's effects not yet confirmed
+        (this step's included), and only then publish and store the effects: after a crash
+        the new owner restores a state together with every effect it implies, sends those
+        again, and never decides anew what a resource manager may already hold."""
+        by_run = outgoing_by_run(effects, self.shadows, now_ms())
+        resent, self._resend = self._resend, {}
+        steps = [self.outbox.add(resent), self.outbox.add(by_run)]
         touched, forgotten = self.shadows.take_changes()
+        touched |= by_run.keys() & self.shadows.runs.keys()
         records: list[tuple[bytes, bytes | None, int]] = [
             (record_key(*key), self._record(key), self.shadows.runs[key].partition)
             for key in sorted(touched)]
         records += [(record_key(*key), None, partition)
                     for key, partition in sorted(forgotten.items())]
-        previous = self._persisted
-        self._persisted = asyncio.ensure_future(self._persist(previous, stored, records))
-        return self._persisted
+        sending = [*resent.values(), *by_run.values()]
+        previous, issued = self._issued, asyncio.get_running_loop().create_future()
+        self._issued = issued
+        return asyncio.ensure_future(self._write_then_send(previous, issued, records, sending,
+                                                           steps))
 
-    async def _persist(self, previous: asyncio.Future[None] | None, stored: asyncio.Future[None],
-                       records: list[tuple[bytes, bytes | None, int]]) -> None:
-        if previous is not None:  # records go out in the order the states were taken
-            await previous
-        await stored
-        deliveries = [await self.shadow_topic.send(key=key, value=value, partition=partition,
-                                                   force=True)
-                      for key, value, partition in records]
-        for delivery in deliveries:
-            await delivery
+    async def _write_then_send(self, previous: asyncio.Future[None] | None,
+                               issued: asyncio.Future[None],
+                               records: list[tuple[bytes, bytes | None, int]],
+                               sending: list[Outgoing], steps: list[int]) -> None:
+        try:
+            if previous is not None:
+                await previous
+            deliveries = [await self.shadow_topic.send(key=key, value=value,
+                                                       partition=partition, force=True)
+                          for key, value, partition in records]
+            for delivery in deliveries:
+                await delivery
+            pending = await self._send(sending)
+        except BaseException as exc:
+            if not issued.done():
+                issued.set_exception(exc)
+                issued.exception()  # retrieved here: the step's own future reports it
+            raise
+        issued.set_result(None)
+        for future in pending:
+            await future
+        for step in steps:
+            self.outbox.confirm(step)
 
-    def _record(self, key: tuple[str, str]) -> bytes:
+    async def _send(self, sending: Sequence[Outgoing]) -> list[asyncio.Future[Any]]:
+        """Publish the commands, outcomes and alerts and submit the rows; returns the futures
+        of their delivery and storage."""
+        pending: list[asyncio.Future[Any]] = []
+        rows: dict[str, list[dict[str, Any]]] = {}
+        alerts = []
+        for out in sending:
+            for command in out.commands:
+                pending.append(await self.reservation_topic.send(
+                    key=command["workflow_id"].encode(),
+                    value=self.codec.encode("ReservationCommand", command), force=True))
+            for outcome in out.outcomes:
+                pending.append(await self.outcome_topic.send(
+                    key=outcome_key(outcome), value=self.codec.encode("ActionOutcome", outcome),
+                    force=True))
+            alerts += out.alerts
+            for table, table_rows in out.rows.items():
+                rows.setdefault(table, []).extend(table_rows)
+        pending += await self.anomalies.publish(alerts)
+        for table, table_rows in rows.items():
+            spec = SHADOW_TABLES[table]
+            pending.append(await self.sink.submit(spec, columns_of(spec, table_rows)))
+        return pending
+
+    def _record(self, key: RunKey) -> bytes:
         run = self.shadows.runs[key]
         pool = self.shadows.pool
         return self.codec.encode("ShadowRecord", shadow_record(
             run, pool.reservations_of(*key), pool.versions_of(*key),
-            self.shadows.transitions.of_type(run.workflow_type)))
+            self.shadows.transitions.of_type(run.workflow_type),
+            [out.to_json() for out in self.outbox.of(key)]))
 
     def _load(self, partition: int, entries: Entries) -> int:
         restored = restore_all(entries)
@@ -127,27 +174,46 @@ class ShadowService:
         for item in restored:
             self.shadows.transitions.merge(item.run.workflow_type, item.transitions)
             self.shadows.load(item.run, item.reservations, item.versions, stamp)
+            if item.outbox:
+                key = (item.run.workflow_id, item.run.run_id)
+                self._resend[key] = Outgoing.from_json(item.outbox)
         return len(restored)
 
-    def forget_partitions(self, partitions: Iterable[int]) -> None:
+    async def forget_partitions(self, partitions: Iterable[int]) -> None:
         """The worker no longer owns these partitions: their shadows and what they hold are
-        the new owner's (restored from their records there)."""
+        the new owner's (restored from their records there, outboxes included). The steps
+        already decided first write their records and hand their effects to the producer,
+        which is flushed (each wait bounded by ``HAND_OVER_SECONDS``): the new owner then
+        restores what they decided, and no effect of this worker trails in after it."""
         partitions = set(partitions)
+        try:
+            if self._issued is not None:
+                await asyncio.wait_for(asyncio.shield(self._issued), HAND_OVER_SECONDS)
+            await asyncio.wait_for(self.reservation_topic.app.producer.flush(),
+                                   HAND_OVER_SECONDS)
+        except Exception as exc:  # the hand-over goes on: the new owner sends the outboxes
+            log.warning("handing over partitions %s: the last step's records or effects "
+                        "were not confirmed on the broker (%r)", sorted(partitions), exc)
         self.restorer.forget(partitions)
-        self.shadows.drop_partitions(partitions)
+        gone = self.shadows.drop_partitions(partitions)
+        self.outbox.forget(gone)
+        for key in gone:
+            self._resend.pop(key, None)
 
     async def telemetry(self, batches: Sequence[tuple[RawMessage, TelemetryBatch]],
                         ) -> asyncio.Future[list[Rejected]]:
         """Fold telemetry into the shadows and store its windows, then the changed shadows'
         records. ``batches`` are (origin message, batch) pairs: the origin's partition says
         whose shadows they are, and the sink hands it back with any rows ClickHouse refused."""
-        await self.restorer.ensure({origin.partition for origin, _ in batches})
+        owned = await self.restorer.ensure({origin.partition for origin, _ in batches})
         rows, origins, overflow = [], [], []
         for origin, batch in batches:
-            if not self.shadows.on_telemetry(batch.workflow_id, batch.run_id, batch.action_id,
-                                             batch.memory_bytes, batch.cpu_cores,
-                                             batch.network_bytes, batch.cost):
+            # A partition revoked meanwhile is the new owner's to fold.
+            if origin.partition in owned and not self.shadows.on_telemetry(
+                    batch.workflow_id, batch.run_id, batch.action_id, batch.memory_bytes,
+                    batch.cpu_cores, batch.network_bytes, batch.cost, origin.offset):
                 overflow.append(Rejected(origin, EARLY_OVERFLOW))
+            # Windows are a function of the batch alone: stored again when consumed again.
             made = [asdict(w) for w in windows(batch, self.telemetry_window_ms)]
             rows += made
             origins += [origin] * len(made)
@@ -157,30 +223,6 @@ class ShadowService:
                         len(overflow), self.shadows.early_dropped)
         persisted = await self.settle(Effects())
         return asyncio.ensure_future(_then(persisted, stored, overflow))
-
-    async def publish(self, effects: Effects) -> asyncio.Future[None]:
-        """Send commands and alerts, store predictions, feedback, commands and alerts."""
-        pending: list[asyncio.Future[Any]] = []
-        for command in effects.commands:
-            pending.append(await self.reservation_topic.send(
-                key=command.reservation.workflow_id.encode(),
-                value=self.codec.encode("ReservationCommand", _command_record(command)),
-                force=True))
-        for outcome in effects.outcomes:
-            pending.append(await self.outcome_topic.send(
-                key=outcome_key(outcome), value=self.codec.encode("ActionOutcome", outcome),
-                force=True))
-        stamp = now_ms()
-        pending += await self.anomalies.publish([_alert_record(a, stamp) for a in effects.alerts])
-        tables = [
-            (RESERVATIONS, [_command_row(c) for c in effects.commands]),
-            (PREDICTIONS, [_prediction_row(run, p) for run, p in effects.predictions]),
-            (FEEDBACK, [_feedback_row(f, self.shadows, stamp) for f in effects.feedback]),
-        ]
-        for spec, rows in tables:
-            if rows:
-                pending.append(await self.sink.submit(spec, columns_of(spec, rows)))
-        return all_done(pending)
 
     async def tick(self) -> None:
         """Timer work: score forecasts whose telemetry had time to arrive, let unused
@@ -195,66 +237,11 @@ class ShadowService:
         await self.settle(effects)
 
 
+HAND_OVER_SECONDS = 10.0
+"""Longest wait, per step of a partition hand-over, for this worker's last effects."""
 
-def _command_record(command: Command) -> dict[str, Any]:
-    r = command.reservation
-    return {"command_id": command.command_id, "reservation_id": r.reservation_id,
-            "op": command.op, "workflow_id": r.workflow_id, "run_id": r.run_id,
-            "action_id": r.action_id, "action_type": r.action_type,
-            "resources": {"cpu_cores": r.amounts.get("cpu_cores"),
-                          "memory_bytes": _int(r.amounts.get("memory_bytes")),
-                          "network_bytes": _int(r.amounts.get("network_bytes")),
-                          "cost": r.amounts.get("cost")},
-            "confidence": r.confidence, "source": r.source, "issued_ms": r.issued_ms,
-            "expires_ms": r.expires_ms}
-
-
-def _command_row(command: Command) -> dict[str, Any]:
-    r = command.reservation
-    amounts = {name: r.amounts.get(name, 0.0) for name in RESOURCE_CLASSES}
-    return {"command_id": command.command_id, "op": command.op,
-            "reservation_id": r.reservation_id, "workflow_id": r.workflow_id,
-            "run_id": r.run_id, "action_id": r.action_id, "action_type": r.action_type,
-            **amounts, "confidence": r.confidence, "source": r.source,
-            "issued_ms": r.issued_ms, "expires_ms": r.expires_ms, "reason": command.reason}
-
-
-def _prediction_row(run: RunShadow, p: Prediction) -> dict[str, Any]:
-    return {"workflow_id": run.workflow_id, "run_id": run.run_id,
-            "workflow_type": run.workflow_type, "action_id": p.action_id,
-            "action_type": p.action_type, "predicted_next": int(p.likely), "source": p.source,
-            "confidence": p.confidence,
-            **{name: p.allocation[name] for name in RESOURCE_CLASSES},
-            "reservation_id": p.reservation_id or "", "issued_ms": p.issued_ms}
-
-
-def _alert_record(alert: Alert, stamp: int) -> dict[str, Any]:
-    return anomaly_record(kind=alert.kind, severity=alert.severity,
-                          workflow_id=alert.workflow_id, run_id=alert.run_id, sequence=0,
-                          score=0.0, message=alert.message, detected_ms=stamp,
-                          action_id=alert.action_id)
-
-
-def _feedback_row(feedback: Feedback, shadows: ShadowWorkflows, stamp: int) -> dict[str, Any]:
-    run = shadows.runs.get((feedback.workflow_id, feedback.run_id))
-    action = run.actions.get(feedback.action_id) if run else None
-    runtime = (((action.completed_ms or 0) - (action.started_ms or 0)) / 1000
-               if action and action.started_ms is not None else 0.0)
-    return {"workflow_id": feedback.workflow_id, "run_id": feedback.run_id,
-            "workflow_type": run.workflow_type if run else "",
-            "action_id": feedback.action_id, "action_type": feedback.action_type,
-            "source": feedback.source, "confidence": feedback.confidence,
-            **{f"predicted_{name}": feedback.predicted.get(name, 0.0)
-               for name in RESOURCE_CLASSES},
-            **{f"actual_{name}": feedback.actual.get(name, 0.0) for name in RESOURCE_CLASSES},
-            "deviation": feedback.deviation, "underprovisioned": int(feedback.underprovisioned),
-            "runtime_s": max(0.0, runtime),
-            "lead_time_ms": -1 if feedback.lead_time_ms is None else feedback.lead_time_ms,
-            "recorded_ms": stamp}
-
-
-def _int(value: float | None) -> int | None:
-    return None if value is None else round(value)
+SHADOW_TABLES = {spec.name: spec for spec in (RESERVATIONS, PREDICTIONS, FEEDBACK)}
+"""The tables the shadows' outboxes write rows to, by name."""
 
 
 def register_shadow_agents(app: faust.App, service: ShadowService, *, history: faust.TopicT,

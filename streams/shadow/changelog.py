@@ -3,16 +3,18 @@
 A record holds one run's whole shadow: its actions (in flight in full; finished ones only by
 id, attempt and order, enough to recognise their events when they are delivered again), the
 placeholders reserved ahead, the reservations the run holds with their command versions, so
-commands made after a restore continue the same id sequence, and the next-action transitions
-learned for its workflow type, so the events consumed again decide the same placeholders.
-Records are canonical (keys sorted), so the same state always serializes to the same bytes.
+commands made after a restore continue the same id sequence, the next-action transitions
+learned for its workflow type, the offsets of the last input applied to it (what is consumed
+again after a restore and already reflected is skipped), and its outbox: the effects it decided
+that were not yet confirmed sent and stored (``streams.shadow.outbox``), sent again after a
+restore. Records are canonical (keys sorted), so the same state always serializes to the same bytes.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from streams.forecasting.forecaster import Forecast
@@ -36,14 +38,16 @@ class RestoredRun:
     reservations: list[Reservation]
     versions: dict[str, int]
     transitions: list[tuple[str | None, str, int]]
+    outbox: list[dict[str, Any]] = field(default_factory=list)
 
 
 def shadow_record(run: RunShadow, reservations: Iterable[Reservation],
                   versions: Mapping[str, int],
-                  transitions: Iterable[tuple[str | None, str, int]] = ()) -> dict[str, Any]:
+                  transitions: Iterable[tuple[str | None, str, int]] = (),
+                  outbox: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """The ``ShadowRecord`` of a run holding ``reservations``. ``transitions``: what was learned
-    of its workflow type's next actions, so events consumed again after a restore reserve the
-    same placeholders ahead as they did the first time."""
+    of its workflow type's next actions; ``outbox``: its effects not yet confirmed sent
+    (``Outgoing.to_json``)."""
     state = {
         "transitions": [list(t) for t in transitions],
         "last_completed_type": run.last_completed_type, "finished_ms": run.finished_ms,
@@ -51,6 +55,8 @@ def shadow_record(run: RunShadow, reservations: Iterable[Reservation],
         "likely": {t: _prediction(p) for t, p in run.likely.items()},
         "reservations": [_reservation(r) for r in reservations],
         "versions": dict(versions),
+        "applied": dict(run.applied),
+        "outbox": list(outbox),
     }
     return {"workflow_id": run.workflow_id, "run_id": run.run_id,
             "workflow_type": run.workflow_type, "partition": run.partition, "format": FORMAT,
@@ -62,14 +68,16 @@ def restore_run(record: Mapping[str, Any]) -> RestoredRun:
     state = json.loads(record["state"])
     run = RunShadow(record["workflow_id"], record["run_id"], record["workflow_type"],
                     record["partition"], last_completed_type=state["last_completed_type"],
-                    finished_ms=state["finished_ms"])
+                    finished_ms=state["finished_ms"],
+                    applied={k: int(v) for k, v in state.get("applied", {}).items()})
     for item in state["actions"]:
         action = _restore_action(item)
         run.actions[action.action_id] = action
     run.likely = {t: _restore_prediction(p) for t, p in state["likely"].items()}
     reservations = [_restore_reservation(r) for r in state["reservations"]]
     return RestoredRun(run, reservations, {k: int(v) for k, v in state["versions"].items()},
-                       [(p, s, int(n)) for p, s, n in state.get("transitions", [])])
+                       [(p, s, int(n)) for p, s, n in state.get("transitions", [])],
+                       list(state.get("outbox", [])))
 
 
 def restore_all(entries: Iterable[tuple[bytes, Mapping[str, Any] | None]]) -> list[RestoredRun]:

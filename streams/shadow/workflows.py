@@ -141,6 +141,25 @@ class RunShadow:
     """Placeholders for likely next actions, by action type."""
     last_completed_type: str | None = None
     finished_ms: int | None = None
+    applied: dict[str, int] = field(default_factory=dict)
+    """By input topic, the offset of the last message applied to this run (kept in its
+    record)."""
+    replayed_through: dict[str, int] = field(default_factory=dict)
+    """``applied`` as restored: messages at or before these offsets are already reflected in
+    the restored state and are skipped when consumed again."""
+
+    def already_applied(self, topic: str, offset: int | None) -> bool:
+        """Whether a message consumed again after a restore is reflected in the state."""
+        return offset is not None and offset <= self.replayed_through.get(topic, -1)
+
+    def note_applied(self, topic: str, offset: int | None) -> None:
+        """Remember that the message at ``offset`` of ``topic`` was applied."""
+        if offset is not None and offset > self.applied.get(topic, -1):
+            self.applied[topic] = offset
+
+
+HISTORY_INPUT, TELEMETRY_INPUT = "history", "telemetry"
+"""The input topics whose applied offsets a run remembers."""
 
 
 @dataclass(frozen=True)
@@ -304,6 +323,7 @@ class ShadowWorkflows:
         still waiting for their usage wait again from ``now_ms``, and a finished run is
         forgotten a retention after ``now_ms``."""
         key = (run.workflow_id, run.run_id)
+        run.replayed_through = dict(run.applied)
         self.runs[key] = run
         self.latest_run[run.workflow_id] = run.run_id
         self.pool.restore(run.workflow_id, run.run_id, reservations, versions)
@@ -345,14 +365,19 @@ class ShadowWorkflows:
         run_id = self.latest_run.get(workflow_id)
         return None if run_id is None else self.runs.get((workflow_id, run_id))
 
-    def on_event(self, event: HistoryEvent, now_ms: int, partition: int = 0) -> Effects:
-        """Follow a history event (of a workflow on ``partition``)."""
+    def on_event(self, event: HistoryEvent, now_ms: int, partition: int = 0,
+                 offset: int | None = None) -> Effects:
+        """Follow a history event (of a workflow on ``partition``, carried by the message at
+        ``offset``: one the restored state already reflects changes nothing)."""
         effects = Effects()
         key = (event.workflow_id, event.run_id)
         if key not in self.runs:
             effects.extend(self.create(event.workflow_id, event.run_id, event.workflow_type,
                                        now_ms, event.timestamp_ms, partition))
         run = self.runs[key]
+        if run.already_applied(HISTORY_INPUT, offset):
+            return effects
+        run.note_applied(HISTORY_INPUT, offset)
         self._touched.add(key)
         kind = event.kind
         if kind is EventKind.ACTION_SCHEDULED and event.action_id:
@@ -398,14 +423,18 @@ class ShadowWorkflows:
 
     def on_telemetry(self, workflow_id: str, run_id: str, action_id: str,
                      memory: Sequence[float], cpu: Sequence[float], network: Sequence[float],
-                     cost: Sequence[float]) -> bool:
-        """Fold telemetry samples into an action's usage. Samples of an action not scheduled
-        yet are held until it is; ``False`` if they had to be dropped because the usage of
-        ``max_early_usage`` actions is held already (counted in ``early_dropped``)."""
+                     cost: Sequence[float], offset: int | None = None) -> bool:
+        """Fold telemetry samples (of the message at ``offset``: one the restored state already
+        reflects is not counted twice) into an action's usage. Samples of an action not
+        scheduled yet are held until it is; ``False`` if they had to be dropped because the
+        usage of ``max_early_usage`` actions is held already (counted in ``early_dropped``)."""
         run = self.runs.get((workflow_id, run_id))
+        if run is not None and run.already_applied(TELEMETRY_INPUT, offset):
+            return True
         action = run.actions.get(action_id) if run else None
         if action is not None:
             action.usage.add(memory, cpu, network, cost)
+            run.note_applied(TELEMETRY_INPUT, offset)
             self._touched.add((workflow_id, run_id))
             return True
         held = self.early_usage.get((workflow_id, run_id))

@@ -74,3 +74,31 @@ def test_a_tombstone_forgets_a_run_and_revoked_partitions_hold_nothing() -> None
     assert restore_all([(record_key(*key), record), (record_key(*key), None)]) == []
     assert shadows.drop_partitions({1}) == [key]
     assert shadows.pool.in_use("memory_bytes") == pytest.approx(0, abs=1) and not shadows.runs
+
+
+def test_input_the_restored_state_reflects_is_skipped_and_later_input_is_not() -> None:
+    events = _events()[:60]
+    before = _shadows()
+    for offset, event in enumerate(events):
+        before.on_event(event, 0, partition=1, offset=offset)
+    key = ("wf-a", "run-1")
+    run = before.runs[key]
+    action_id = next(a.action_id for a in run.actions.values() if a.completed_ms is None)
+    before.on_telemetry("wf-a", "run-1", action_id, [5e8], [1.0], [0], [0.0],
+                        offset=7)
+    record = shadow_record(run, before.pool.reservations_of(*key),
+                           before.pool.versions_of(*key))
+    after = _shadows()
+    (item,) = restore_all([(record_key(*key), record)])
+    after.load(item.run, item.reservations, item.versions, 0)
+    restored = after.runs[key]
+    assert restored.applied == {"history": 59, "telemetry": 7}
+    usage = restored.actions[action_id].usage
+    # Consumed again after the crash: already in the state, so not counted twice.
+    after.on_telemetry("wf-a", "run-1", action_id, [5e8], [1.0], [0], [0.0], offset=7)
+    assert usage.samples == 1
+    assert _commands([after.on_event(e, 0, partition=1, offset=i)
+                      for i, e in enumerate(events)]) == []
+    # New input is applied.
+    after.on_telemetry("wf-a", "run-1", action_id, [6e8], [1.0], [0], [0.0], offset=8)
+    assert usage.samples == 2 and usage.peak_memory_bytes == 6e8

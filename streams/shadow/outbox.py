@@ -1,0 +1,188 @@
+"""The shadows' effects on their way out, written ahead with the state that decided them.
+
+A step's effects (reservation commands, learned outcomes, alerts, rows for ClickHouse) are put in
+the changelog record of the run they belong to *before* they are sent, and stay there until they
+are sent and stored. After a crash the partition's new owner restores the record, sends its
+outbox again (same command ids, anomaly ids and row keys, so consumers and ClickHouse
+deduplicate them) and skips the input the record already reflects. What a resource manager
+received is therefore always what the restored state decided: a replay never decides again,
+differently, with what the models learned in the meantime.
+
+Pure: the effects become plain JSON-able records here; ``agents`` sends them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.records import RESOURCE_CLASSES, anomaly_record
+from sinks.tables import FEEDBACK, PREDICTIONS, RESERVATIONS
+from streams.shadow.pool import Alert, Command
+from streams.shadow.workflows import Effects, Feedback, Prediction, RunShadow, ShadowWorkflows
+
+RunKey = tuple[str, str]
+
+
+@dataclass
+class Outgoing:
+    """One step's effects for one run, as they are sent: records for topics, rows by table."""
+
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    """``ReservationCommand`` records, in the order they must be published."""
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    """``ActionOutcome`` records."""
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    """``Anomaly`` records."""
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Rows by table name."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The form kept in a run's record."""
+        return {"commands": self.commands, "outcomes": self.outcomes, "alerts": self.alerts,
+                "rows": self.rows}
+
+    @classmethod
+    def from_json(cls, items: Iterable[Mapping[str, Any]]) -> Outgoing:
+        """Back from a record's list of ``to_json`` forms, oldest first, as one."""
+        whole = cls()
+        for item in items:
+            whole.commands += item["commands"]
+            whole.outcomes += item["outcomes"]
+            whole.alerts += item["alerts"]
+            for table, rows in item["rows"].items():
+                whole.rows.setdefault(table, []).extend(rows)
+        return whole
+
+
+def outgoing_by_run(effects: Effects, shadows: ShadowWorkflows,
+                    stamp: int) -> dict[RunKey, Outgoing]:
+    """``effects`` as the records and rows each run sends (``stamp``: the time they are
+    stamped with, kept so a re-send is identical)."""
+    by_run: dict[RunKey, Outgoing] = {}
+
+    def of(workflow_id: str, run_id: str) -> Outgoing:
+        return by_run.setdefault((workflow_id, run_id), Outgoing())
+
+    for command in effects.commands:
+        r = command.reservation
+        out = of(r.workflow_id, r.run_id)
+        out.commands.append(command_record(command))
+        out.rows.setdefault(RESERVATIONS.name, []).append(command_row(command))
+    for outcome in effects.outcomes:
+        of(outcome["workflow_id"], outcome["run_id"]).outcomes.append(outcome)
+    for alert in effects.alerts:
+        of(alert.workflow_id, alert.run_id).alerts.append(alert_record(alert, stamp))
+    for run, prediction in effects.predictions:
+        of(run.workflow_id, run.run_id).rows.setdefault(PREDICTIONS.name, []).append(
+            prediction_row(run, prediction))
+    for feedback in effects.feedback:
+        of(feedback.workflow_id, feedback.run_id).rows.setdefault(FEEDBACK.name, []).append(
+            feedback_row(feedback, shadows, stamp))
+    return by_run
+
+
+class Outbox:
+    """Effects not yet confirmed sent and stored, per run, by the step that made them."""
+
+    def __init__(self) -> None:
+        self._entries: dict[RunKey, dict[int, Outgoing]] = {}
+        self._steps: dict[int, set[RunKey]] = {}
+        self._next_step = 0
+
+    def add(self, by_run: Mapping[RunKey, Outgoing]) -> int:
+        """Hold a step's effects until ``confirm``; returns the step's number."""
+        step = self._next_step
+        self._next_step += 1
+        for key, outgoing in by_run.items():
+            self._entries.setdefault(key, {})[step] = outgoing
+        self._steps[step] = set(by_run)
+        return step
+
+    def of(self, key: RunKey) -> list[Outgoing]:
+        """A run's unconfirmed effects, oldest first (what its record carries)."""
+        return list(self._entries.get(key, {}).values())
+
+    def confirm(self, step: int) -> None:
+        """A step's effects are sent and stored: no record needs them any more."""
+        for key in self._steps.pop(step, ()):
+            held = self._entries.get(key)
+            if held is not None:
+                held.pop(step, None)
+                if not held:
+                    del self._entries[key]
+
+    def forget(self, keys: Iterable[RunKey]) -> None:
+        """Runs this worker no longer owns (their new owner sends their outbox again)."""
+        for key in keys:
+            self._entries.pop(key, None)
+
+    def __len__(self) -> int:
+        return sum(len(held) for held in self._entries.values())
+
+
+def command_record(command: Command) -> dict[str, Any]:
+    """The ``ReservationCommand`` record of a command."""
+    r = command.reservation
+    return {"command_id": command.command_id, "reservation_id": r.reservation_id,
+            "op": command.op, "workflow_id": r.workflow_id, "run_id": r.run_id,
+            "action_id": r.action_id, "action_type": r.action_type,
+            "resources": {"cpu_cores": r.amounts.get("cpu_cores"),
+                          "memory_bytes": _int(r.amounts.get("memory_bytes")),
+                          "network_bytes": _int(r.amounts.get("network_bytes")),
+                          "cost": r.amounts.get("cost")},
+            "confidence": r.confidence, "source": r.source, "issued_ms": r.issued_ms,
+            "expires_ms": r.expires_ms}
+
+
+def command_row(command: Command) -> dict[str, Any]:
+    """The ``reservations`` row of a command."""
+    r = command.reservation
+    amounts = {name: r.amounts.get(name, 0.0) for name in RESOURCE_CLASSES}
+    return {"command_id": command.command_id, "op": command.op,
+            "reservation_id": r.reservation_id, "workflow_id": r.workflow_id,
+            "run_id": r.run_id, "action_id": r.action_id, "action_type": r.action_type,
+            **amounts, "confidence": r.confidence, "source": r.source,
+            "issued_ms": r.issued_ms, "expires_ms": r.expires_ms, "reason": command.reason}
+
+
+def prediction_row(run: RunShadow, p: Prediction) -> dict[str, Any]:
+    """The ``predictions`` row of a forecast."""
+    return {"workflow_id": run.workflow_id, "run_id": run.run_id,
+            "workflow_type": run.workflow_type, "action_id": p.action_id,
+            "action_type": p.action_type, "predicted_next": int(p.likely), "source": p.source,
+            "confidence": p.confidence,
+            **{name: p.allocation[name] for name in RESOURCE_CLASSES},
+            "reservation_id": p.reservation_id or "", "issued_ms": p.issued_ms}
+
+
+def alert_record(alert: Alert, stamp: int) -> dict[str, Any]:
+    """The ``Anomaly`` record of a sizing or reservation alert."""
+    return anomaly_record(kind=alert.kind, severity=alert.severity,
+                          workflow_id=alert.workflow_id, run_id=alert.run_id, sequence=0,
+                          score=0.0, message=alert.message, detected_ms=stamp,
+                          action_id=alert.action_id)
+
+
+def feedback_row(feedback: Feedback, shadows: ShadowWorkflows, stamp: int) -> dict[str, Any]:
+    """The ``feedback`` row of a scored forecast."""
+    run = shadows.runs.get((feedback.workflow_id, feedback.run_id))
+    action = run.actions.get(feedback.action_id) if run else None
+    runtime = (((action.completed_ms or 0) - (action.started_ms or 0)) / 1000
+               if action and action.started_ms is not None else 0.0)
+    return {"workflow_id": feedback.workflow_id, "run_id": feedback.run_id,
+            "workflow_type": run.workflow_type if run else "",
+            "action_id": feedback.action_id, "action_type": feedback.action_type,
+            "source": feedback.source, "confidence": feedback.confidence,
+            **{f"predicted_{name}": feedback.predicted.get(name, 0.0)
+               for name in RESOURCE_CLASSES},
+            **{f"actual_{name}": feedback.actual.get(name, 0.0) for name in RESOURCE_CLASSES},
+            "deviation": feedback.deviation, "underprovisioned": int(feedback.underprovisioned),
+            "runtime_s": max(0.0, runtime),
+            "lead_time_ms": -1 if feedback.lead_time_ms is None else feedback.lead_time_ms,
+            "recorded_ms": stamp}
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else round(value)
