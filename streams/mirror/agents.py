@@ -30,7 +30,7 @@ from streams.runtime.clock import now_ms
 from streams.runtime.deadletters import decode_or_dead_letter, publish_dead_letters
 from streams.runtime.kafka import KafkaAddress
 from streams.runtime.messages import Located, RawMessage
-from streams.runtime.restore import Entries, PartitionRestorer
+from streams.runtime.restore import Entries, PartitionRestorer, hand_over
 from streams.runtime.upkeep import register_upkeep
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ class MirrorService:
         self.restorer = PartitionRestorer(kafka, mirror_topic.get_topic_name(), codec,
                                           self._load, "mirrors")
         self._tokens = itertools.count()
+        # Record deliveries not yet confirmed: a hand-over waits for them.
+        self._in_flight: set[asyncio.Future[None]] = set()
         self._done: dict[Hashable, asyncio.Future[None]] = {}
 
     async def ensure_restored(self, partitions: Iterable[int]) -> set[int]:
@@ -63,8 +65,11 @@ class MirrorService:
         return len(restored)
 
     async def forget_partitions(self, partitions: Iterable[int]) -> None:
-        """The worker no longer owns these partitions."""
+        """The worker no longer owns these partitions: once the records already sent are on
+        the broker (``hand_over``), their mirrors are the new owner's."""
         partitions = set(partitions)
+        await hand_over(list(self._in_flight), self.mirror_topic.app.producer, partitions,
+                        "mirrors")
         self.restorer.forget(partitions)
         for token in self.mirrors.drop_partitions(partitions):
             self._finish(token)
@@ -107,17 +112,24 @@ class MirrorService:
         return await self.settle(findings + more, done, effects)
 
     async def persist(self, keys: Iterable[RunKey]) -> list[asyncio.Future[None]]:
-        """Send each run's snapshot or delta to ``shadow.mirror``; returns the deliveries."""
-        deliveries = []
+        """Send each run's snapshot or delta to ``shadow.mirror``; returns the deliveries.
+        Every record is made before the first is sent: a revocation while they are sent must
+        not leave a run of the batch without its record (the batch is acked all the same)."""
+        records = []
         for key in sorted(set(keys)):
             mirror = self.mirrors.runs.get(key)
             if mirror is None:
                 continue
-            for record_key, record in next_records(mirror):
-                deliveries.append(await self.mirror_topic.send(
-                    key=record_key,
-                    value=None if record is None else self.codec.encode("MirrorRecord", record),
-                    partition=self.mirrors.partition_of[key], force=True))
+            partition = self.mirrors.partition_of[key]
+            records += [(record_key, None if record is None
+                         else self.codec.encode("MirrorRecord", record), partition)
+                        for record_key, record in next_records(mirror)]
+        deliveries = [await self.mirror_topic.send(key=key, value=value, partition=partition,
+                                                   force=True)
+                      for key, value, partition in records]
+        self._in_flight.update(deliveries)
+        for delivery in deliveries:
+            delivery.add_done_callback(self._in_flight.discard)
         return deliveries
 
     async def tick(self) -> None:

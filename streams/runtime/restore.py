@@ -86,3 +86,23 @@ class PartitionRestorer:
         finally:
             if self._generation.get(partition, 0) == generation:
                 self._restoring.pop(partition, None)
+
+
+HAND_OVER_SECONDS = 10.0
+"""Longest wait, per step of a partition hand-over, for a worker's last records and effects."""
+
+
+async def hand_over(pending: Iterable[asyncio.Future[Any]], producer: Any,
+                    partitions: Iterable[int], what: str) -> None:
+    """Before revoked partitions are dropped: wait for ``pending`` (the records and effects
+    already decided) and flush ``producer`` (Faust's), each bounded by ``HAND_OVER_SECONDS``,
+    so the new owner restores what they decided and nothing of this worker trails in after.
+    A wait that times out or fails is logged: the new owner then consumes the rest again."""
+    try:
+        waiting = [asyncio.shield(f) for f in pending]
+        if waiting:
+            await asyncio.wait_for(asyncio.gather(*waiting), HAND_OVER_SECONDS)
+        await asyncio.wait_for(producer.flush(), HAND_OVER_SECONDS)
+    except Exception as exc:
+        log.warning("handing over %s of partitions %s: the last records or effects were not "
+                    "confirmed on the broker (%r)", what, sorted(partitions), exc)

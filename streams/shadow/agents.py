@@ -35,7 +35,7 @@ from streams.runtime.deadletters import (
 )
 from streams.runtime.kafka import KafkaAddress
 from streams.runtime.messages import Located, RawMessage
-from streams.runtime.restore import Entries, PartitionRestorer
+from streams.runtime.restore import Entries, PartitionRestorer, hand_over
 from streams.runtime.upkeep import register_upkeep
 from streams.shadow.changelog import record_key, restore_all, shadow_record
 from streams.shadow.outbox import Outbox, Outgoing, RunKey, outgoing_by_run
@@ -183,17 +183,12 @@ class ShadowService:
         """The worker no longer owns these partitions: their shadows and what they hold are
         the new owner's (restored from their records there, outboxes included). The steps
         already decided first write their records and hand their effects to the producer,
-        which is flushed (each wait bounded by ``HAND_OVER_SECONDS``): the new owner then
-        restores what they decided, and no effect of this worker trails in after it."""
+        which is flushed (each wait bounded): the new owner then
+        restores what they decided, and no effect of this worker trails in after it
+        (``streams.runtime.restore.hand_over``)."""
         partitions = set(partitions)
-        try:
-            if self._issued is not None:
-                await asyncio.wait_for(asyncio.shield(self._issued), HAND_OVER_SECONDS)
-            await asyncio.wait_for(self.reservation_topic.app.producer.flush(),
-                                   HAND_OVER_SECONDS)
-        except Exception as exc:  # the hand-over goes on: the new owner sends the outboxes
-            log.warning("handing over partitions %s: the last step's records or effects "
-                        "were not confirmed on the broker (%r)", sorted(partitions), exc)
+        await hand_over([self._issued] if self._issued is not None else [],
+                        self.reservation_topic.app.producer, partitions, "shadows")
         self.restorer.forget(partitions)
         gone = self.shadows.drop_partitions(partitions)
         self.outbox.forget(gone)
@@ -236,9 +231,6 @@ class ShadowService:
         self.shadows.evict_finished(stamp, self.retention_ms)
         await self.settle(effects)
 
-
-HAND_OVER_SECONDS = 10.0
-"""Longest wait, per step of a partition hand-over, for this worker's last effects."""
 
 SHADOW_TABLES = {spec.name: spec for spec in (RESERVATIONS, PREDICTIONS, FEEDBACK)}
 """The tables the shadows' outboxes write rows to, by name."""
