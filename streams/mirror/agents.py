@@ -102,11 +102,22 @@ class MirrorService:
         findings: list[Finding] = []
         touched: set[RunKey] = set()
         stamp = now_ms()
+        skipped = 0
         for item in located:
             if item.partition not in owned:  # revoked meanwhile: the new owner's to apply
+                skipped += 1
                 continue
+            event = item.event
+            if event.sequence > 1 and (event.workflow_id, event.run_id) not in self.mirrors.runs:
+                log.warning("run %s/%s first seen at sequence %d (partition %d, offset %d): its "
+                            "earlier events were neither consumed here nor restored",
+                            event.workflow_id, event.run_id, event.sequence, item.partition,
+                            item.offset)
             findings += self.mirrors.offer(item.event, item.partition, stamp)
             touched.add((item.event.workflow_id, item.event.run_id))
+        if skipped:
+            log.warning("%d events of partitions revoked during their batch left to their new "
+                        "owner", skipped)
         effects = await self.persist(touched)
         more, done = self.mirrors.compare_ready()
         return await self.settle(findings + more, done, effects)
