@@ -23,6 +23,7 @@ from streams.mirror.run import MirrorLimits
 from streams.runtime.anomalies import AnomalyOutlet
 from streams.runtime.forwarding import Forwarding
 from streams.runtime.history import register_history_agent
+from streams.runtime.positions import register_rewind_uncommitted
 from streams.shadow.agents import ShadowService, register_shadow_agents
 from streams.shadow.outcome_feed import OutcomeFeed
 from streams.shadow.pool import ReservationPool
@@ -135,6 +136,7 @@ def create_app(settings: Settings, outcomes: Sequence[Mapping[str, Any]] = (),
                  learned)
     outcome_feed = OutcomeFeed(settings, topics.OUTCOMES, codec, shadows.learn_shared,
                                follow_from or {})
+    register_rewind_uncommitted(app)
     register_history_agent(app, source=history, deadletters=deadletters, sink=sink,
                            codec=codec, settings=settings,
                            followers=[service, shadow_service])
