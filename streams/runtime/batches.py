@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import faust
@@ -33,6 +33,51 @@ class BatchSettings(Protocol):
     """Longest wait to fill a batch."""
 
 
+class Revocations:
+    """How often each topic partition was revoked from this worker.
+
+    An event taken before its partition was revoked is never acked, even if its batch finishes
+    later (the partition may have come back, and Faust would commit the ack in the new
+    assignment): it is consumed again from the committed offset by whoever owns the partition
+    now. Followers leave such events to that owner too (``PartitionRestorer.ensure``)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, int], int] = {}
+
+    def revoked(self, partitions: Iterable[Any]) -> None:
+        """Note that these topic partitions (with ``topic`` and ``partition``) were revoked."""
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def stamp(self, events: Sequence[EventT]) -> dict[tuple[str, int], int]:
+        """The revocation counts of the partitions of ``events`` now (when they are taken)."""
+        return {key: self._counts.get(key, 0)
+                for key in {(e.message.topic, e.message.partition) for e in events}}
+
+    def current(self, events: Sequence[EventT],
+                stamp: dict[tuple[str, int], int]) -> list[EventT]:
+        """Those of ``events`` whose partition was not revoked since ``stamp``."""
+        return [e for e in events
+                if self._counts.get((e.message.topic, e.message.partition), 0)
+                == stamp.get((e.message.topic, e.message.partition), 0)]
+
+
+def register_revocations(app: faust.App) -> Revocations:
+    """The app's ``Revocations``, counted from its revocation signal (one per app)."""
+    existing = getattr(app, "_shadowflow_revocations", None)
+    if existing is not None:
+        return existing
+    revocations = Revocations()
+    app._shadowflow_revocations = revocations  # type: ignore[attr-defined]
+
+    @app.on_partitions_revoked.connect
+    async def count(sender: faust.App, revoked: set, **_: object) -> None:
+        revocations.revoked(revoked)
+
+    return revocations
+
+
 class AcksStopped(RuntimeError):
     """Acking stopped after a batch whose effects were not stored; nothing later is acked."""
 
@@ -53,23 +98,28 @@ class InOrderAcks:
     """
 
     def __init__(self, stream: faust.StreamT, max_batches: int = 32,
-                 on_failure: FailureHandler | None = None) -> None:
+                 on_failure: FailureHandler | None = None,
+                 revocations: Revocations | None = None) -> None:
         self._stream = stream
-        self._queue: asyncio.Queue[tuple[asyncio.Future[Any] | None, Sequence[EventT]]] = (
-            asyncio.Queue(max_batches))
+        self._revocations = revocations or Revocations()
+        self._queue: asyncio.Queue[_Taken] = asyncio.Queue(max_batches)
         self._task: asyncio.Task[None] | None = None
-        self._current: tuple[asyncio.Future[Any] | None, Sequence[EventT]] | None = None
+        self._current: _Taken | None = None
         self._on_failure = on_failure
         self.failure: BaseException | None = None
 
-    async def add(self, stored: asyncio.Future[Any] | None, events: Sequence[EventT]) -> None:
-        """Ack ``events`` once ``stored`` (if any) resolves; waits while the queue is full.
-        Raises ``AcksStopped`` once acking has stopped after a failure."""
+    async def add(self, stored: asyncio.Future[Any] | None, events: Sequence[EventT],
+                  stamp: dict[tuple[str, int], int] | None = None) -> None:
+        """Ack ``events`` once ``stored`` (if any) resolves, but not those whose partition was
+        revoked since ``stamp`` (``Revocations.stamp`` when they were taken; default: now);
+        waits while the queue is full. Raises ``AcksStopped`` once acking has stopped after a
+        failure."""
         if self.failure is not None:
             raise AcksStopped("acking stopped after a failed batch") from self.failure
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
-        await self._queue.put((stored, events))
+        await self._queue.put((stored, events,
+                               self._revocations.stamp(events) if stamp is None else stamp))
 
     async def stop(self) -> None:
         """Stop acking (the agent is stopping; unacked messages will be consumed again), after
@@ -83,22 +133,20 @@ class InOrderAcks:
         self._current = None
         if self.failure is not None:
             return
-        for stored, events in pending:
+        for stored, events, stamp in pending:
             if stored is not None and not (stored.done() and not stored.cancelled()
                                            and stored.exception() is None):
                 break
-            for event in events:
-                await self._stream.ack(event)
+            await self._ack(events, stamp)
 
     async def _run(self) -> None:
         try:
             while True:
                 self._current = await self._queue.get()
-                stored, events = self._current
+                stored, events, stamp = self._current
                 if stored is not None:
                     await stored
-                for event in events:
-                    await self._stream.ack(event)
+                await self._ack(events, stamp)
                 self._current = None
         except asyncio.CancelledError:
             raise
@@ -109,6 +157,15 @@ class InOrderAcks:
                          exc, exc_info=not isinstance(exc, SinkClosed))
             if self._on_failure is not None:
                 await self._on_failure(exc)
+
+
+    async def _ack(self, events: Sequence[EventT], stamp: dict[tuple[str, int], int]) -> None:
+        for event in self._revocations.current(events, stamp):
+            await self._stream.ack(event)
+
+
+_Taken = tuple["asyncio.Future[Any] | None", Sequence[EventT], dict[tuple[str, int], int]]
+"""A batch waiting for its ack: its stored future, its events, its revocation stamp."""
 
 
 class Follower(Protocol):
@@ -173,14 +230,16 @@ async def process_in_batches(stream: faust.StreamT, settings: BatchSettings,
         if not isinstance(exc, SinkClosed):
             await stream.app.crash(exc)
 
-    acks = InOrderAcks(stream, on_failure=on_failure or crash)
+    revocations = register_revocations(stream.app)
+    acks = InOrderAcks(stream, on_failure=on_failure or crash, revocations=revocations)
     try:
         async for events in stream.noack_take(settings.consumer_batch,
                                               within=settings.consumer_batch_seconds):
+            taken = revocations.stamp(events)
             if dead_letter is None:
                 stored = await handle(events)
             else:
                 stored = await handle_contained(events, handle, dead_letter)
-            await acks.add(stored, events)
+            await acks.add(stored, events, taken)
     finally:
         await acks.stop()

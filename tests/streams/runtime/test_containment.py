@@ -17,7 +17,7 @@ from faust.transport.consumer import Consumer
 from schemas.records import DeadLetter
 from sinks.batcher import BatchingSink, Rejected, is_refusal
 from sinks.tables import TableSpec
-from streams.runtime.batches import AcksStopped, InOrderAcks, handle_contained
+from streams.runtime.batches import AcksStopped, InOrderAcks, Revocations, handle_contained
 
 SPEC = TableSpec("t", ("id", "value"))
 
@@ -185,3 +185,29 @@ def test_refusals_are_told_from_outages() -> None:
     assert is_refusal(TypeMismatchError("x")) and is_refusal(OverflowError())
     assert not is_refusal(NetworkError("down")) and not is_refusal(EOFError())
     assert not is_refusal(ConnectionRefusedError())
+
+
+@dataclass
+class _TP:
+    topic: str
+    partition: int
+
+
+def test_events_taken_before_their_partition_was_revoked_are_never_acked() -> None:
+    async def scenario() -> None:
+        stream = _Stream(_FaustCommitRule())
+        revocations = Revocations()
+        acks = InOrderAcks(stream, revocations=revocations)  # type: ignore[arg-type]
+        events = [*_events(0, 3), _Event(_Message("wf.history", 1, 7))]
+        taken = revocations.stamp(events)
+        stored = asyncio.get_running_loop().create_future()
+        await acks.add(stored, events, taken)
+        revocations.revoked([_TP("wf.history", 0)])  # while the batch was being stored
+        stored.set_result(None)
+        later = _events(3, 2)  # taken after: acked as usual
+        await acks.add(None, later)
+        await asyncio.sleep(0.05)
+        assert stream.acked == [7, 3, 4]
+        await acks.stop()
+
+    asyncio.run(scenario())
