@@ -72,6 +72,8 @@ class ShadowService:
         self.restorer = PartitionRestorer(kafka, shadow_topic.get_topic_name(), codec,
                                           self._load, "shadows")
         self.outbox = Outbox()
+        self.oversized_outboxes = 0
+        """Records written without their outbox because it would not fit."""
         # Restored outboxes, sent again with the next step.
         self._resend: dict[RunKey, Outgoing] = {}
         # Each step publishes only after the previous one did: a workflow's commands keep
@@ -163,10 +165,22 @@ class ShadowService:
     def _record(self, key: RunKey) -> bytes:
         run = self.shadows.runs[key]
         pool = self.shadows.pool
-        return self.codec.encode("ShadowRecord", shadow_record(
-            run, pool.reservations_of(*key), pool.versions_of(*key),
-            self.shadows.transitions.of_type(run.workflow_type),
-            [out.to_json() for out in self.outbox.of(key)]))
+
+        def encode(outbox: list[dict[str, Any]]) -> bytes:
+            return self.codec.encode("ShadowRecord", shadow_record(
+                run, pool.reservations_of(*key), pool.versions_of(*key),
+                self.shadows.transitions.of_type(run.workflow_type), outbox))
+
+        record = encode([out.to_json() for out in self.outbox.of(key)])
+        if len(record) <= MAX_RECORD_BYTES:
+            return record
+        # One step decided more than a record holds (a huge batch of one run): the record goes
+        # without its outbox. The batch is still acked only once the effects are stored; a
+        # crash in between makes the new owner decide those effects again.
+        self.oversized_outboxes += 1
+        log.warning("shadow record of %s/%s would be %d bytes with its outbox; written without "
+                    "it (%d times so far)", key[0], key[1], len(record), self.oversized_outboxes)
+        return encode([])
 
     def _load(self, partition: int, entries: Entries) -> int:
         restored = restore_all(entries)
@@ -231,6 +245,9 @@ class ShadowService:
         self.shadows.evict_finished(stamp, self.retention_ms)
         await self.settle(effects)
 
+
+MAX_RECORD_BYTES = 512 * 1024
+"""Largest shadow record written with its outbox: half the producer's default limit of 1 MiB."""
 
 SHADOW_TABLES = {spec.name: spec for spec in (RESERVATIONS, PREDICTIONS, FEEDBACK)}
 """The tables the shadows' outboxes write rows to, by name."""
