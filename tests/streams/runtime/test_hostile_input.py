@@ -238,7 +238,7 @@ def test_hostile_records_never_stop_the_worker(
         # Topics in turn: hypothesis' one_of favours its first branch, and every input topic
         # must get its share.
         kinds = (hostile_history, hostile_telemetry, hostile_state)
-        hostile = [data.draw(kinds[(n + i) % len(kinds)](prefix, i))
+        hostile = [data.draw(kinds[i % len(kinds)](prefix, i))
                    for i in range(PER_EXAMPLE)]
         for i, record in enumerate(hostile):
             TRIED[record.kind] += 1
