@@ -84,10 +84,20 @@ def read_partition(settings: KafkaAddress, topic: str, partition: int,
     return read_partition_to_end(settings, topic, partition, timeout)[0]
 
 
+TAIL_IDLE_SECONDS = 0.3
+"""How long ``read_partition_to_end`` waits, once past the high watermark, for more messages."""
+
+
 def read_partition_to_end(settings: KafkaAddress, topic: str, partition: int,
                           timeout: float = 30.0,
                           ) -> tuple[list[tuple[bytes | None, bytes | None]], int]:
-    """``read_partition``, and the offset it read up to (where to follow on from)."""
+    """``read_partition``, and the offset it read up to (where to follow on from).
+
+    The high watermark is only where reading starts to end: after it, every message the broker
+    still hands out is read too, until none comes for ``TAIL_IDLE_SECONDS``. Tansu reports as
+    high watermark the first offset of the last record batch plus one, so the rest of that
+    batch lies beyond it (measured: three records in one batch, watermark 1); a restore that
+    stopped there would miss the last records written before a rebalance."""
     consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "shadowflow-reader",
                          "enable.auto.commit": False})
     try:
@@ -97,15 +107,20 @@ def read_partition_to_end(settings: KafkaAddress, topic: str, partition: int,
             return [], high
         consumer.assign([TopicPartition(topic, partition, low)])
         entries: list[tuple[bytes | None, bytes | None]] = []
+        end = low
         while True:
-            message = consumer.poll(timeout)
+            past = end >= high
+            message = consumer.poll(TAIL_IDLE_SECONDS if past else timeout)
             if message is None:
+                if past:
+                    return entries, end
                 raise TimeoutError(f"{topic}[{partition}] stopped before offset {high - 1}")
             if message.error() is not None:
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    continue
                 raise RuntimeError(f"reading {topic}[{partition}]: {message.error()}")
             entries.append((message.key(), message.value()))
-            if message.offset() >= high - 1:
-                return entries, high
+            end = message.offset() + 1
     finally:
         consumer.close()
 
