@@ -166,12 +166,12 @@ class ShadowService:
         run = self.shadows.runs[key]
         pool = self.shadows.pool
 
-        def encode(outbox: list[dict[str, Any]]) -> bytes:
+        def encode(outbox: list[str]) -> bytes:
             return self.codec.encode("ShadowRecord", shadow_record(
                 run, pool.reservations_of(*key), pool.versions_of(*key),
                 self.shadows.transitions.of_type(run.workflow_type), outbox))
 
-        record = encode([out.to_json() for out in self.outbox.of(key)])
+        record = encode([out.text() for out in self.outbox.of(key)])
         if len(record) <= MAX_RECORD_BYTES:
             return record
         # One step decided more than a record holds (a huge batch of one run): the record goes

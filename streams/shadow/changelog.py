@@ -13,7 +13,7 @@ restore. Records are canonical (keys sorted), so the same state always serialize
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,13 +41,19 @@ class RestoredRun:
     outbox: list[dict[str, Any]] = field(default_factory=list)
 
 
+_OUTBOX_SLOT = "\x00outbox\x00"
+"""Stands for the outbox while the state is encoded; the outbox's own JSON replaces it."""
+
+
 def shadow_record(run: RunShadow, reservations: Iterable[Reservation],
                   versions: Mapping[str, int],
                   transitions: Iterable[tuple[str | None, str, int]] = (),
-                  outbox: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
+                  outbox: Sequence[str] = ()) -> dict[str, Any]:
     """The ``ShadowRecord`` of a run holding ``reservations``. ``transitions``: what was learned
-    of its workflow type's next actions; ``outbox``: its effects not yet confirmed sent
-    (``Outgoing.to_json``)."""
+    of its workflow type's next actions; ``outbox``: its effects not yet confirmed sent, each
+    step as the JSON text of its ``Outgoing.to_json`` form (``Outgoing.text``). They are
+    spliced in as they are: a step stays in every record of its run until it is confirmed, and
+    encoding it again for each was most of the time a worker spent under load."""
     state = {
         "transitions": [list(t) for t in transitions],
         "last_completed_type": run.last_completed_type, "finished_ms": run.finished_ms,
@@ -56,11 +62,13 @@ def shadow_record(run: RunShadow, reservations: Iterable[Reservation],
         "reservations": [_reservation(r) for r in reservations],
         "versions": dict(versions),
         "applied": dict(run.applied),
-        "outbox": list(outbox),
+        "outbox": _OUTBOX_SLOT,
     }
+    text = json.dumps(state, sort_keys=True, separators=(",", ":")).replace(
+        json.dumps(_OUTBOX_SLOT), "[" + ",".join(outbox) + "]", 1)
     return {"workflow_id": run.workflow_id, "run_id": run.run_id,
             "workflow_type": run.workflow_type, "partition": run.partition, "format": FORMAT,
-            "state": json.dumps(state, sort_keys=True, separators=(",", ":"))}
+            "state": text}
 
 
 def restore_run(record: Mapping[str, Any]) -> RestoredRun:

@@ -13,6 +13,7 @@ Pure: the effects become plain JSON-able records here; ``agents`` sends them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,14 @@ class Outgoing:
     """``Anomaly`` records."""
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Rows by table name."""
+    _text: str | None = field(default=None, repr=False, compare=False)
+
+    def text(self) -> str:
+        """``to_json`` as canonical JSON text, encoded once (a step's effects do not change
+        once decided)."""
+        if self._text is None:
+            self._text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return self._text
 
     def to_json(self) -> dict[str, Any]:
         """The form kept in a run's record."""

@@ -66,6 +66,6 @@ def test_a_record_carries_its_outbox_and_gives_it_back_whole() -> None:
     codec = default_codec()
     record = codec.decode(codec.encode("ShadowRecord", shadow_record(
         shadows.runs[key], shadows.pool.reservations_of(*key), shadows.pool.versions_of(*key),
-        outbox=[s.to_json() for s in steps]))).record
+        outbox=[s.text() for s in steps]))).record
     (restored,) = restore_all([(record_key(*key), record)])
     assert Outgoing.from_json(restored.outbox) == out
