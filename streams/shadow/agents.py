@@ -5,15 +5,17 @@ around.
 
 A batch is acked only once the changed shadows' records are on ``shadow.shadows`` (from which a
 partition's new owner restores them before processing it), and after them the commands, alerts
-and outcomes they decided are on the broker and their rows in ClickHouse: the records go first,
-carrying those effects (``streams.shadow.outbox``), so a crash between the two loses nothing and
-a restore never decides again what was already sent. What the shadows learn
-goes to ``shadow.outcomes``, which every worker follows (``outcome_feed``)."""
+and outcomes they decided are on the broker and their rows in ClickHouse: the effects are
+written first (a step record per partition, named by the records of their runs,
+``streams.shadow.changelog``), then the run records, then the effects are sent; so a crash
+between any two loses nothing and a restore never decides again what was already sent. What the
+shadows learn goes to ``shadow.outcomes``, which every worker follows (``outcome_feed``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -37,7 +39,13 @@ from streams.runtime.kafka import KafkaAddress
 from streams.runtime.messages import Located, RawMessage
 from streams.runtime.restore import Entries, PartitionRestorer, hand_over
 from streams.runtime.upkeep import register_upkeep
-from streams.shadow.changelog import record_key, restore_all, shadow_record
+from streams.shadow.changelog import (
+    record_key,
+    restore_all,
+    shadow_record,
+    step_key,
+    step_record,
+)
 from streams.shadow.outbox import Outbox, Outgoing, RunKey, outgoing_by_run
 from streams.shadow.outcomes import outcome_key
 from streams.shadow.telemetry import windows
@@ -73,9 +81,11 @@ class ShadowService:
                                           self._load, "shadows")
         self.outbox = Outbox()
         self.oversized_outboxes = 0
-        """Records written without their outbox because it would not fit."""
-        # Restored outboxes, sent again with the next step.
-        self._resend: dict[RunKey, Outgoing] = {}
+        """Step effects of a run sent without being written ahead, because they would not fit."""
+        # Restored effects, written and sent again with the next step, by run: (partition,
+        # effects); and the restored step records, tombstoned once those are written again.
+        self._resend: dict[RunKey, list[tuple[int, Outgoing]]] = {}
+        self._stale_steps: list[tuple[bytes, int]] = []
         # Each step publishes only after the previous one did: a workflow's commands keep
         # their order, and records go out in the order the states were taken.
         self._issued: asyncio.Future[None] | None = None
@@ -94,38 +104,85 @@ class ShadowService:
         return await self.settle(effects)
 
     async def settle(self, effects: Effects) -> asyncio.Future[None]:
-        """Write the changed shadows' records, each with its run's effects not yet confirmed
-        (this step's included), and only then publish and store the effects: after a crash
-        the new owner restores a state together with every effect it implies, sends those
-        again, and never decides anew what a resource manager may already hold."""
+        """Write this step's effects (with those restored and not yet sent again) in step
+        records, then the changed shadows' records naming them, and only then publish and store
+        the effects: after a crash the new owner restores a state together with every effect it
+        implies, sends those again, and never decides anew what a resource manager may already
+        hold. Each step's effects are encoded and written once, however long they wait."""
         by_run = outgoing_by_run(effects, self.shadows, now_ms())
         resent, self._resend = self._resend, {}
-        steps = [self.outbox.add(resent), self.outbox.add(by_run)]
+        stale, self._stale_steps = self._stale_steps, []
         touched, forgotten = self.shadows.take_changes()
-        touched |= by_run.keys() & self.shadows.runs.keys()
+        entries = [(key, partition, out) for key, items in resent.items()
+                   for partition, out in items]
+        entries += [(key, partition, out) for key, out in by_run.items()
+                    if (partition := self._partition_of(key, forgotten)) is not None]
+        step_id = uuid.uuid4().hex
+        self.outbox.add(step_id, {key for key, _, _ in entries if key in self.shadows.runs})
+        touched |= {key for key, _, _ in entries} & self.shadows.runs.keys()
+        steps = self._step_records(step_id, entries)
         records: list[tuple[bytes, bytes | None, int]] = [
             (record_key(*key), self._record(key), self.shadows.runs[key].partition)
             for key in sorted(touched)]
         records += [(record_key(*key), None, partition)
                     for key, partition in sorted(forgotten.items())]
-        sending = [*resent.values(), *by_run.values()]
+        records += [(key, None, partition) for key, partition in stale]
+        sending = [out for _, _, out in entries]
+        sending += [out for key, out in by_run.items()
+                    if self._partition_of(key, forgotten) is None]
         previous, issued = self._issued, asyncio.get_running_loop().create_future()
         self._issued = issued
-        return asyncio.ensure_future(self._write_then_send(previous, issued, records, sending,
-                                                           steps))
+        return asyncio.ensure_future(self._write_then_send(
+            previous, issued, [steps, records], sending, step_id,
+            [(key, None, partition) for key, _, partition in steps]))
+
+    def _partition_of(self, key: RunKey, forgotten: dict[RunKey, int]) -> int | None:
+        run = self.shadows.runs.get(key)
+        return run.partition if run is not None else forgotten.get(key)
+
+    def _step_records(self, step_id: str, entries: list[tuple[RunKey, int, Outgoing]],
+                      ) -> list[tuple[bytes, bytes, int]]:
+        """A step's entries as step records, one or more per partition (each under
+        ``MAX_RECORD_BYTES``)."""
+        chunks: dict[int, list[list[tuple[str, str, bool, str]]]] = {}
+        sizes: dict[int, int] = {}
+        for (workflow_id, run_id), partition, out in entries:
+            text = out.text()
+            if len(text) > MAX_RECORD_BYTES:
+                # One run decided more in one step than a record holds: its effects are sent
+                # unwritten, so a crash before they are stored makes the new owner decide anew.
+                self.oversized_outboxes += 1
+                log.warning("the effects of %s/%s in one step are %d bytes: sent without being "
+                            "written ahead (%d times so far)", workflow_id, run_id, len(text),
+                            self.oversized_outboxes)
+                continue
+            parts = chunks.setdefault(partition, [[]])
+            if sizes.get(partition, 0) + len(text) > MAX_RECORD_BYTES and parts[-1]:
+                parts.append([])
+                sizes[partition] = 0
+            sizes[partition] = sizes.get(partition, 0) + len(text) + 200
+            parts[-1].append((workflow_id, run_id, (workflow_id, run_id) in self.shadows.runs,
+                              text))
+        return [(step_key(f"{step_id}.{partition}.{index}"),
+                 self.codec.encode("ShadowRecord", step_record(step_id, partition, part)),
+                 partition)
+                for partition, parts in sorted(chunks.items())
+                for index, part in enumerate(parts)]
 
     async def _write_then_send(self, previous: asyncio.Future[None] | None,
                                issued: asyncio.Future[None],
-                               records: list[tuple[bytes, bytes | None, int]],
-                               sending: list[Outgoing], steps: list[int]) -> None:
+                               waves: list[list[tuple[bytes, bytes | None, int]]],
+                               sending: list[Outgoing], step_id: str,
+                               done: list[tuple[bytes, None, int]]) -> None:
         try:
             if previous is not None:
                 await previous
-            deliveries = [await self.shadow_topic.send(key=key, value=value,
-                                                       partition=partition, force=True)
-                          for key, value, partition in records]
-            for delivery in deliveries:
-                await delivery
+            for wave in waves:  # each on the broker before the next is sent
+                deliveries = [await self.shadow_topic.send(key=key, value=value,
+                                                           partition=partition, force=True)
+                              for key, value, partition in wave]
+                for delivery in deliveries:
+                    await delivery
             pending = await self._send(sending)
         except BaseException as exc:
             if not issued.done():
@@ -135,8 +192,9 @@ class ShadowService:
         issued.set_result(None)
         for future in pending:
             await future
-        for step in steps:
-            self.outbox.confirm(step)
+        self.outbox.confirm(step_id)
+        for key, value, partition in done:  # a lost tombstone only makes a restore resend
+            await self.shadow_topic.send(key=key, value=value, partition=partition, force=True)
 
     async def _send(self, sending: Sequence[Outgoing]) -> list[asyncio.Future[Any]]:
         """Publish the commands, outcomes and alerts and submit the rows; returns the futures
@@ -165,33 +223,25 @@ class ShadowService:
     def _record(self, key: RunKey) -> bytes:
         run = self.shadows.runs[key]
         pool = self.shadows.pool
-
-        def encode(outbox: list[str]) -> bytes:
-            return self.codec.encode("ShadowRecord", shadow_record(
-                run, pool.reservations_of(*key), pool.versions_of(*key),
-                self.shadows.transitions.of_type(run.workflow_type), outbox))
-
-        record = encode([out.text() for out in self.outbox.of(key)])
-        if len(record) <= MAX_RECORD_BYTES:
-            return record
-        # One step decided more than a record holds (a huge batch of one run): the record goes
-        # without its outbox. The batch is still acked only once the effects are stored; a
-        # crash in between makes the new owner decide those effects again.
-        self.oversized_outboxes += 1
-        log.warning("shadow record of %s/%s would be %d bytes with its outbox; written without "
-                    "it (%d times so far)", key[0], key[1], len(record), self.oversized_outboxes)
-        return encode([])
+        return self.codec.encode("ShadowRecord", shadow_record(
+            run, pool.reservations_of(*key), pool.versions_of(*key),
+            self.shadows.transitions.of_type(run.workflow_type), self.outbox.steps_of(key)))
 
     def _load(self, partition: int, entries: Entries) -> int:
         restored = restore_all(entries)
         stamp = now_ms()
-        for item in restored:
+        for item in restored.runs:
             self.shadows.transitions.merge(item.run.workflow_type, item.transitions)
             self.shadows.load(item.run, item.reservations, item.versions, stamp)
-            if item.outbox:
-                key = (item.run.workflow_id, item.run.run_id)
-                self._resend[key] = Outgoing.from_json(item.outbox)
-        return len(restored)
+        for entry in restored.resend:
+            self._resend.setdefault((entry.workflow_id, entry.run_id), []).append(
+                (partition, Outgoing.from_json([entry.outgoing])))
+        self._stale_steps += [(key, partition) for key in restored.steps]
+        if restored.orphans:
+            log.info("partition %d: %d runs' effects written by a step whose run records never "
+                     "followed were dropped (decided again from the input)", partition,
+                     restored.orphans)
+        return len(restored.runs)
 
     async def forget_partitions(self, partitions: Iterable[int]) -> None:
         """The worker no longer owns these partitions: their shadows and what they hold are
@@ -206,8 +256,9 @@ class ShadowService:
         self.restorer.forget(partitions)
         gone = self.shadows.drop_partitions(partitions)
         self.outbox.forget(gone)
-        for key in gone:
-            self._resend.pop(key, None)
+        self._resend = {key: [(p, out) for p, out in items if p not in partitions]
+                        for key, items in self._resend.items()}
+        self._stale_steps = [(k, p) for k, p in self._stale_steps if p not in partitions]
 
     async def telemetry(self, batches: Sequence[tuple[RawMessage, TelemetryBatch]],
                         ) -> asyncio.Future[list[Rejected]]:
@@ -247,7 +298,7 @@ class ShadowService:
 
 
 MAX_RECORD_BYTES = 512 * 1024
-"""Largest shadow record written with its outbox: half the producer's default limit of 1 MiB."""
+"""Largest step record: half the producer's default limit of 1 MiB."""
 
 SHADOW_TABLES = {spec.name: spec for spec in (RESERVATIONS, PREDICTIONS, FEEDBACK)}
 """The tables the shadows' outboxes write rows to, by name."""

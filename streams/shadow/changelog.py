@@ -5,9 +5,16 @@ id, attempt and order, enough to recognise their events when they are delivered 
 placeholders reserved ahead, the reservations the run holds with their command versions, so
 commands made after a restore continue the same id sequence, the next-action transitions
 learned for its workflow type, the offsets of the last input applied to it (what is consumed
-again after a restore and already reflected is skipped), and its outbox: the effects it decided
-that were not yet confirmed sent and stored (``streams.shadow.outbox``), sent again after a
-restore. Records are canonical (keys sorted), so the same state always serializes to the same bytes.
+again after a restore and already reflected is skipped), and the ids of the steps whose
+effects it decided and that are not yet confirmed sent. Records are canonical (keys sorted), so
+the same state always serializes to the same bytes.
+
+A step's effects (``streams.shadow.outbox``) are written once, before the records of the runs
+that decided them, as a **step record** per partition (``FORMAT_STEP``), tombstoned once they
+are sent and stored. On a restore, a run's entry in a step record is sent again if the run's
+record names that step; if it does not (the worker died between the two writes, so the effects
+were never sent either), the entry is an orphan and is dropped: the new owner consumes that
+input again and decides anew, and no later record of the run can name that step.
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ from streams.shadow.pool import Reservation
 from streams.shadow.workflows import ActionShadow, Prediction, RunShadow, Usage
 
 FORMAT = 1
+"""A run's record."""
+FORMAT_STEP = 2
+"""A step record: effects of one step on one partition, not yet confirmed sent and stored."""
 
 
 def record_key(workflow_id: str, run_id: str) -> bytes:
@@ -38,22 +48,56 @@ class RestoredRun:
     reservations: list[Reservation]
     versions: dict[str, int]
     transitions: list[tuple[str | None, str, int]]
-    outbox: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+    """The step records holding its unconfirmed effects."""
 
 
-_OUTBOX_SLOT = "\x00outbox\x00"
-"""Stands for the outbox while the state is encoded; the outbox's own JSON replaces it."""
+@dataclass(frozen=True)
+class StepEntry:
+    """One run's effects in a step record (``outgoing``: ``Outgoing.to_json``). ``named``:
+    whether the run's record must name the step for them to count (not for a run forgotten in
+    that step: it has no record any more)."""
+
+    workflow_id: str
+    run_id: str
+    named: bool
+    outgoing: Mapping[str, Any]
+
+
+@dataclass
+class Restored:
+    """A partition's records read back: its runs, the effects to send again (entries whose
+    run's record reflects them, in log order) and the keys of every step record read (the new
+    owner tombstones them once what they hold is written again)."""
+
+    runs: list[RestoredRun] = field(default_factory=list)
+    resend: list[StepEntry] = field(default_factory=list)
+    orphans: int = 0
+    steps: list[bytes] = field(default_factory=list)
+
+
+def step_key(step_id: str) -> bytes:
+    """The key of a step record (``step_id``: unique, a random hex string)."""
+    return f"\x1estep\x1f{step_id}".encode()
+
+
+def step_record(step_id: str, partition: int, entries: Sequence[tuple[str, str, bool, str]],
+                ) -> dict[str, Any]:
+    """The ``ShadowRecord`` of a step's effects on ``partition``: ``entries`` are (workflow,
+    run, named, ``Outgoing.text()``), the texts spliced in as they are (encoded once)."""
+    body = ",".join(f"[{json.dumps(w)},{json.dumps(r)},{json.dumps(named)},{text}]"
+                    for w, r, named, text in entries)
+    return {"workflow_id": "", "run_id": step_id, "workflow_type": "", "partition": partition,
+            "format": FORMAT_STEP, "state": f'{{"entries":[{body}]}}'}
 
 
 def shadow_record(run: RunShadow, reservations: Iterable[Reservation],
                   versions: Mapping[str, int],
                   transitions: Iterable[tuple[str | None, str, int]] = (),
-                  outbox: Sequence[str] = ()) -> dict[str, Any]:
+                  steps: Iterable[str] = ()) -> dict[str, Any]:
     """The ``ShadowRecord`` of a run holding ``reservations``. ``transitions``: what was learned
-    of its workflow type's next actions; ``outbox``: its effects not yet confirmed sent, each
-    step as the JSON text of its ``Outgoing.to_json`` form (``Outgoing.text``). They are
-    spliced in as they are: a step stays in every record of its run until it is confirmed, and
-    encoding it again for each was most of the time a worker spent under load."""
+    of its workflow type's next actions; ``steps``: the ids of the step records holding its
+    effects not yet confirmed."""
     state = {
         "transitions": [list(t) for t in transitions],
         "last_completed_type": run.last_completed_type, "finished_ms": run.finished_ms,
@@ -62,13 +106,11 @@ def shadow_record(run: RunShadow, reservations: Iterable[Reservation],
         "reservations": [_reservation(r) for r in reservations],
         "versions": dict(versions),
         "applied": dict(run.applied),
-        "outbox": _OUTBOX_SLOT,
+        "steps": sorted(steps),
     }
-    text = json.dumps(state, sort_keys=True, separators=(",", ":")).replace(
-        json.dumps(_OUTBOX_SLOT), "[" + ",".join(outbox) + "]", 1)
     return {"workflow_id": run.workflow_id, "run_id": run.run_id,
             "workflow_type": run.workflow_type, "partition": run.partition, "format": FORMAT,
-            "state": text}
+            "state": json.dumps(state, sort_keys=True, separators=(",", ":"))}
 
 
 def restore_run(record: Mapping[str, Any]) -> RestoredRun:
@@ -85,16 +127,36 @@ def restore_run(record: Mapping[str, Any]) -> RestoredRun:
     reservations = [_restore_reservation(r) for r in state["reservations"]]
     return RestoredRun(run, reservations, {k: int(v) for k, v in state["versions"].items()},
                        [(p, s, int(n)) for p, s, n in state.get("transitions", [])],
-                       list(state.get("outbox", [])))
+                       list(state.get("steps", [])))
 
 
-def restore_all(entries: Iterable[tuple[bytes, Mapping[str, Any] | None]]) -> list[RestoredRun]:
-    """The runs of a partition's records, read in order: the last record of a key wins, and a
-    tombstone (``None``) forgets it."""
+def restore_all(entries: Iterable[tuple[bytes, Mapping[str, Any] | None]]) -> Restored:
+    """A partition's records, read in order: the last record of a key wins, and a tombstone
+    (``None``) forgets it. Step entries are sent again if their run's record reflects them."""
     latest: dict[bytes, Mapping[str, Any] | None] = {}
     for key, record in entries:
         latest[key] = record
-    return [restore_run(record) for record in latest.values() if record is not None]
+    restored = Restored()
+    named: dict[tuple[str, str], set[str]] = {}
+    steps: list[Mapping[str, Any]] = []
+    for key, record in latest.items():
+        if record is None:
+            continue
+        if record["format"] == FORMAT_STEP:
+            restored.steps.append(key)
+            steps.append(record)
+            continue
+        run = restore_run(record)
+        restored.runs.append(run)
+        named[(record["workflow_id"], record["run_id"])] = set(run.steps)
+    for record in steps:
+        for workflow_id, run_id, must_be_named, outgoing in json.loads(
+                record["state"])["entries"]:
+            if not must_be_named or record["run_id"] in named.get((workflow_id, run_id), ()):
+                restored.resend.append(StepEntry(workflow_id, run_id, must_be_named, outgoing))
+            else:
+                restored.orphans += 1
+    return restored
 
 
 def _action(action: ActionShadow) -> dict[str, Any]:

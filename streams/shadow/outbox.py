@@ -1,10 +1,11 @@
 """The shadows' effects on their way out, written ahead with the state that decided them.
 
-A step's effects (reservation commands, learned outcomes, alerts, rows for ClickHouse) are put in
-the changelog record of the run they belong to *before* they are sent, and stay there until they
-are sent and stored. After a crash the partition's new owner restores the record, sends its
-outbox again (same command ids, anomaly ids and row keys, so consumers and ClickHouse
-deduplicate them) and skips the input the record already reflects. What a resource manager
+A step's effects (reservation commands, learned outcomes, alerts, rows for ClickHouse) are
+written to the changelog *before* they are sent, in a step record the records of their runs
+name, and stay named until they are sent and stored (``streams.shadow.changelog``). After a
+crash the partition's new owner restores them, sends them again (same command ids, anomaly ids
+and row keys, so consumers and ClickHouse deduplicate them) and skips the input the run records
+already reflect. What a resource manager
 received is therefore always what the restored state decided: a replay never decides again,
 differently, with what the models learned in the meantime.
 
@@ -93,42 +94,41 @@ def outgoing_by_run(effects: Effects, shadows: ShadowWorkflows,
 
 
 class Outbox:
-    """Effects not yet confirmed sent and stored, per run, by the step that made them."""
+    """Which steps hold each run's effects not yet confirmed sent and stored (by step id:
+    the run's record names them, see ``streams.shadow.changelog``)."""
 
     def __init__(self) -> None:
-        self._entries: dict[RunKey, dict[int, Outgoing]] = {}
-        self._steps: dict[int, set[RunKey]] = {}
-        self._next_step = 0
+        self._steps_of: dict[RunKey, list[str]] = {}
+        self._runs_of: dict[str, set[RunKey]] = {}
 
-    def add(self, by_run: Mapping[RunKey, Outgoing]) -> int:
-        """Hold a step's effects until ``confirm``; returns the step's number."""
-        step = self._next_step
-        self._next_step += 1
-        for key, outgoing in by_run.items():
-            self._entries.setdefault(key, {})[step] = outgoing
-        self._steps[step] = set(by_run)
-        return step
+    def add(self, step_id: str, keys: Iterable[RunKey]) -> None:
+        """The step ``step_id`` holds effects of these runs until ``confirm``."""
+        runs = self._runs_of.setdefault(step_id, set())
+        for key in keys:
+            if key not in runs:
+                runs.add(key)
+                self._steps_of.setdefault(key, []).append(step_id)
 
-    def of(self, key: RunKey) -> list[Outgoing]:
-        """A run's unconfirmed effects, oldest first (what its record carries)."""
-        return list(self._entries.get(key, {}).values())
+    def steps_of(self, key: RunKey) -> list[str]:
+        """The steps holding a run's unconfirmed effects, oldest first."""
+        return list(self._steps_of.get(key, ()))
 
-    def confirm(self, step: int) -> None:
-        """A step's effects are sent and stored: no record needs them any more."""
-        for key in self._steps.pop(step, ()):
-            held = self._entries.get(key)
+    def confirm(self, step_id: str) -> None:
+        """A step's effects are sent and stored: no record needs to name it any more."""
+        for key in self._runs_of.pop(step_id, ()):
+            held = self._steps_of.get(key)
             if held is not None:
-                held.pop(step, None)
+                held.remove(step_id)
                 if not held:
-                    del self._entries[key]
+                    del self._steps_of[key]
 
     def forget(self, keys: Iterable[RunKey]) -> None:
-        """Runs this worker no longer owns (their new owner sends their outbox again)."""
+        """Runs this worker no longer owns (their new owner sends their effects again)."""
         for key in keys:
-            self._entries.pop(key, None)
+            self._steps_of.pop(key, None)
 
     def __len__(self) -> int:
-        return sum(len(held) for held in self._entries.values())
+        return len(self._runs_of)
 
 
 def command_record(command: Command) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def test_a_restored_run_goes_on_as_if_uninterrupted() -> None:
     # A new owner: the forecaster's learning reaches it separately (stored feedback); the
     # transitions that decide placeholders come with the records.
     after = _shadows(copy.deepcopy(before.forecaster))
-    for item in restore_all(entries):
+    for item in restore_all(entries).runs:
         after.transitions.merge(item.run.workflow_type, item.transitions)
         after.load(item.run, item.reservations, item.versions, 0)
     assert after.pool.in_use("memory_bytes") == before.pool.in_use("memory_bytes") > 0
@@ -71,7 +71,7 @@ def test_a_tombstone_forgets_a_run_and_revoked_partitions_hold_nothing() -> None
     key = ("wf-a", "run-1")
     record = shadow_record(shadows.runs[key], shadows.pool.reservations_of(*key),
                            shadows.pool.versions_of(*key))
-    assert restore_all([(record_key(*key), record), (record_key(*key), None)]) == []
+    assert restore_all([(record_key(*key), record), (record_key(*key), None)]).runs == []
     assert shadows.drop_partitions({1}) == [key]
     assert shadows.pool.in_use("memory_bytes") == pytest.approx(0, abs=1) and not shadows.runs
 
@@ -89,7 +89,7 @@ def test_input_the_restored_state_reflects_is_skipped_and_later_input_is_not() -
     record = shadow_record(run, before.pool.reservations_of(*key),
                            before.pool.versions_of(*key))
     after = _shadows()
-    (item,) = restore_all([(record_key(*key), record)])
+    (item,) = restore_all([(record_key(*key), record)]).runs
     after.load(item.run, item.reservations, item.versions, 0)
     restored = after.runs[key]
     assert restored.applied == {"history": 59, "telemetry": 7}

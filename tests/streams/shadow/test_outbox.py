@@ -1,11 +1,18 @@
 """The shadows' outbox (pure): a step's effects grouped by run as the records and rows they are
-sent as, kept until confirmed, and carried through a run's record unchanged."""
+sent as, written in a step record the run's record names until they are confirmed, and given
+back by a restore only when named."""
 
 from __future__ import annotations
 
 from schemas.codec import default_codec
 from streams.forecasting.forecaster import Forecaster
-from streams.shadow.changelog import record_key, restore_all, shadow_record
+from streams.shadow.changelog import (
+    record_key,
+    restore_all,
+    shadow_record,
+    step_key,
+    step_record,
+)
 from streams.shadow.outbox import Outbox, Outgoing, outgoing_by_run
 from streams.shadow.pool import ReservationPool
 from streams.shadow.workflows import Effects, ShadowConfig, ShadowWorkflows
@@ -42,30 +49,53 @@ def test_effects_are_grouped_by_run_with_a_row_for_every_command() -> None:
     assert sum(len(o.commands) for o in by_run.values()) == len(effects.commands)
 
 
-def test_unconfirmed_steps_stay_until_confirmed_oldest_first() -> None:
+def test_unconfirmed_steps_are_named_until_confirmed_oldest_first() -> None:
     outbox = Outbox()
     a, b = ("wf-a", "run"), ("wf-b", "run")
-    first = outbox.add({a: Outgoing(commands=[{"n": 1}]), b: Outgoing(commands=[{"n": 2}])})
-    second = outbox.add({a: Outgoing(commands=[{"n": 3}])})
-    assert [o.commands for o in outbox.of(a)] == [[{"n": 1}], [{"n": 3}]]
-    outbox.confirm(first)
-    assert [o.commands for o in outbox.of(a)] == [[{"n": 3}]] and outbox.of(b) == []
+    outbox.add("s1", [a, b])
+    outbox.add("s2", [a])
+    assert outbox.steps_of(a) == ["s1", "s2"] and outbox.steps_of(b) == ["s1"]
+    outbox.confirm("s1")
+    assert outbox.steps_of(a) == ["s2"] and outbox.steps_of(b) == []
     outbox.forget([a])
-    outbox.confirm(second)
-    assert len(outbox) == 0
+    outbox.confirm("s2")
+    assert len(outbox) == 0 and outbox.steps_of(a) == []
 
 
-def test_a_record_carries_its_outbox_and_gives_it_back_whole() -> None:
-    shadows = _shadows()
-    effects = _effects(shadows, "wf-a", 40)
-    key = ("wf-a", "run")
-    out = outgoing_by_run(effects, shadows, stamp=5)[key]
-    half = len(out.commands) // 2
-    steps = [Outgoing(commands=out.commands[:half]),
-             Outgoing(out.commands[half:], out.outcomes, out.alerts, out.rows)]
+def _records(shadows: ShadowWorkflows, key: tuple[str, str], out: Outgoing, named: list[str],
+             must_be_named: bool = True) -> list[tuple[bytes, dict]]:
+    """A step record holding ``out`` for ``key``, then the run's record naming ``named``."""
     codec = default_codec()
-    record = codec.decode(codec.encode("ShadowRecord", shadow_record(
-        shadows.runs[key], shadows.pool.reservations_of(*key), shadows.pool.versions_of(*key),
-        outbox=[s.text() for s in steps]))).record
-    (restored,) = restore_all([(record_key(*key), record)])
-    assert Outgoing.from_json(restored.outbox) == out
+    step = step_record("s1", 0, [(*key, must_be_named, out.text())])
+    run = shadow_record(shadows.runs[key], shadows.pool.reservations_of(*key),
+                        shadows.pool.versions_of(*key), steps=named)
+    return [(step_key("s1.0.0"), codec.decode(codec.encode("ShadowRecord", step)).record),
+            (record_key(*key), codec.decode(codec.encode("ShadowRecord", run)).record)]
+
+
+def test_effects_a_run_record_names_come_back_whole() -> None:
+    shadows = _shadows()
+    key = ("wf-a", "run")
+    out = outgoing_by_run(_effects(shadows, "wf-a", 40), shadows, stamp=5)[key]
+    restored = restore_all(_records(shadows, key, out, named=["s1"]))
+    assert [Outgoing.from_json([e.outgoing]) for e in restored.resend] == [out]
+    assert restored.steps == [step_key("s1.0.0")] and restored.orphans == 0
+
+
+def test_effects_no_run_record_names_are_orphans_and_dropped() -> None:
+    """The worker died after the step record and before the run's record: the effects were
+    never sent, and the restored run (without the step) decides again from the input."""
+    shadows = _shadows()
+    key = ("wf-a", "run")
+    out = outgoing_by_run(_effects(shadows, "wf-a", 40), shadows, stamp=5)[key]
+    restored = restore_all(_records(shadows, key, out, named=[]))
+    assert restored.resend == [] and restored.orphans == 1
+    assert restored.steps == [step_key("s1.0.0")]  # tombstoned by the new owner
+
+
+def test_effects_of_a_forgotten_run_need_no_naming() -> None:
+    shadows = _shadows()
+    key = ("wf-a", "run")
+    out = outgoing_by_run(_effects(shadows, "wf-a", 40), shadows, stamp=5)[key]
+    restored = restore_all(_records(shadows, key, out, named=[], must_be_named=False)[:1])
+    assert len(restored.resend) == 1 and restored.runs == []

@@ -291,7 +291,7 @@ def test_restored_finished_runs_are_evicted_a_retention_after_their_restore() ->
     before.on_event(_event("going", 1, EventKind.WORKFLOW_STARTED), 1_000)
     after = _shadows()
     for item in restore_all([(record_key(*key), shadow_record(run, [], {}))
-                             for key, run in before.runs.items()]):
+                             for key, run in before.runs.items()]).runs:
         after.load(item.run, item.reservations, item.versions, 50_000)
     assert after.evict_finished(50_000 + 60_000, 60_000) == []
     assert after.evict_finished(50_000 + 60_001, 60_000) == [("wf-done0", "done0")]
