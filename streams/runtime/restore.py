@@ -49,11 +49,14 @@ class PartitionRestorer:
         """Restore the partitions not yet restored since they were assigned; returns those of
         ``partitions`` that are restored now (not those revoked meanwhile)."""
         wanted = set(partitions) - self.revoked
-        for partition in sorted(wanted - self.restored):
+        tasks = []
+        for partition in sorted(wanted - self.restored):  # read side by side
             task = self._restoring.get(partition)
             if task is None:
                 task = self._restoring[partition] = asyncio.ensure_future(
                     self._restore(partition))
+            tasks.append(task)
+        for task in tasks:
             await asyncio.shield(task)
         return wanted & self.restored
 

@@ -296,10 +296,19 @@ def check_create(bases: list[str], owner: Owners, workflow_type: str,
 
 
 def wait_for_runs(bases: list[str], runs: dict[str, list[HistoryEvent]]) -> None:
+    """Until every run is mirrored to its last event and shadowed to its last action (the
+    mirrors and the shadows each restore a partition taken over before applying its events,
+    so one may be a moment ahead of the other)."""
     def mirrored() -> bool:
         return all(call("GET", f"{bases[0]}/shadow/{quote_id(w)}/state").body.get("sequence")
                    == events[-1].sequence for w, events in runs.items())
+
+    def shadowed() -> bool:
+        return all(call("GET", f"{bases[0]}/shadow/{quote_id(w)}/prediction/"
+                               f"{[e.action_id for e in events if e.action_id][-1]}").status == 200
+                   for w, events in runs.items())
     wait_for(mirrored, what="every run mirrored", timeout=60)
+    wait_for(shadowed, what="every run shadowed", timeout=60)
 
 
 def test_every_route_through_either_worker_and_after_a_rebalance(
