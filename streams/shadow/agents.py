@@ -17,7 +17,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import faust
@@ -86,8 +86,11 @@ class ShadowService:
         # effects); and the restored step records, tombstoned once those are written again.
         self._resend: dict[RunKey, list[tuple[int, Outgoing]]] = {}
         self._stale_steps: list[tuple[bytes, int]] = []
-        # Each step publishes only after the previous one did: a workflow's commands keep
-        # their order, and records go out in the order the states were taken.
+        # Steps waiting to be written, in order, and the task writing them: a workflow's
+        # commands keep their order, and records go out in the order the states were taken.
+        self._queue: list[_Step] = []
+        self._writer: asyncio.Future[None] | None = None
+        self._confirming: set[asyncio.Future[None]] = set()
         self._issued: asyncio.Future[None] | None = None
 
     async def apply(self, located: Sequence[Located]) -> asyncio.Future[None]:
@@ -130,11 +133,14 @@ class ShadowService:
         sending = [out for _, _, out in entries]
         sending += [out for key, out in by_run.items()
                     if self._partition_of(key, forgotten) is None]
-        previous, issued = self._issued, asyncio.get_running_loop().create_future()
-        self._issued = issued
-        return asyncio.ensure_future(self._write_then_send(
-            previous, issued, [steps, records], sending, step_id,
-            [(key, None, partition) for key, _, partition in steps]))
+        loop = asyncio.get_running_loop()
+        step = _Step(step_id, steps, records, sending, loop.create_future(),
+                     loop.create_future())
+        self._issued = step.issued
+        self._queue.append(step)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write())
+        return step.stored
 
     def _partition_of(self, key: RunKey, forgotten: dict[RunKey, int]) -> int | None:
         run = self.shadows.runs.get(key)
@@ -169,32 +175,55 @@ class ShadowService:
                 for partition, parts in sorted(chunks.items())
                 for index, part in enumerate(parts)]
 
-    async def _write_then_send(self, previous: asyncio.Future[None] | None,
-                               issued: asyncio.Future[None],
-                               waves: list[list[tuple[bytes, bytes | None, int]]],
-                               sending: list[Outgoing], step_id: str,
-                               done: list[tuple[bytes, None, int]]) -> None:
+    async def _write(self) -> None:
+        """Write the queued steps, all those waiting at once (group commit: one round trip per
+        wave for the lot, and each run's latest record only), then send their effects in
+        order. A step's records go out only after every earlier step's did."""
+        while self._queue:
+            group, self._queue = self._queue, []
+            latest: dict[bytes, tuple[bytes | None, int]] = {}
+            for step in group:
+                for key, value, partition in step.records:
+                    latest[key] = (value, partition)
+            waves = [[record for step in group for record in step.steps],
+                     [(key, value, partition) for key, (value, partition) in latest.items()]]
+            try:
+                for wave in waves:  # each on the broker before the next is sent
+                    deliveries = [await self.shadow_topic.send(key=key, value=value,
+                                                               partition=partition, force=True)
+                                  for key, value, partition in wave]
+                    for delivery in deliveries:
+                        await delivery
+                for step in group:
+                    pending = await self._send(step.sending)
+                    step.issued.set_result(None)
+                    confirming = asyncio.ensure_future(self._confirm(step, pending))
+                    self._confirming.add(confirming)
+                    confirming.add_done_callback(self._confirming.discard)
+            except BaseException as exc:
+                # Nothing later may go out before what failed: every step not yet sent fails.
+                for step in [*group, *self._queue]:
+                    if not step.issued.done():
+                        step.fail(exc)
+                self._queue = []
+                log.error("writing the shadows' records or sending their effects failed (%r); "
+                          "the batches they came from fail with it", exc)
+                return
+
+    async def _confirm(self, step: _Step, pending: list[asyncio.Future[Any]]) -> None:
+        """Once a step's effects are stored: it is confirmed, its step records tombstoned (a
+        lost tombstone only makes a restore send them again)."""
         try:
-            if previous is not None:
-                await previous
-            for wave in waves:  # each on the broker before the next is sent
-                deliveries = [await self.shadow_topic.send(key=key, value=value,
-                                                           partition=partition, force=True)
-                              for key, value, partition in wave]
-                for delivery in deliveries:
-                    await delivery
-            pending = await self._send(sending)
+            for future in pending:
+                await future
+            self.outbox.confirm(step.step_id)
+            for key, _, partition in step.steps:
+                await self.shadow_topic.send(key=key, value=None, partition=partition,
+                                             force=True)
         except BaseException as exc:
-            if not issued.done():
-                issued.set_exception(exc)
-                issued.exception()  # retrieved here: the step's own future reports it
-            raise
-        issued.set_result(None)
-        for future in pending:
-            await future
-        self.outbox.confirm(step_id)
-        for key, value, partition in done:  # a lost tombstone only makes a restore resend
-            await self.shadow_topic.send(key=key, value=value, partition=partition, force=True)
+            step.fail(exc)
+            return
+        step.stored.set_result(None)
 
     async def _send(self, sending: Sequence[Outgoing]) -> list[asyncio.Future[Any]]:
         """Publish the commands, outcomes and alerts and submit the rows; returns the futures
@@ -299,6 +328,26 @@ class ShadowService:
 
 MAX_RECORD_BYTES = 512 * 1024
 """Largest step record: half the producer's default limit of 1 MiB."""
+
+
+@dataclass
+class _Step:
+    """A step waiting to be written: its step records, its run records and tombstones, the
+    effects to send after them; ``issued`` resolves once the records are written and the
+    effects handed to the producer, ``stored`` once the effects are stored."""
+
+    step_id: str
+    steps: list[tuple[bytes, bytes, int]]
+    records: list[tuple[bytes, bytes | None, int]]
+    sending: list[Outgoing]
+    issued: asyncio.Future[None]
+    stored: asyncio.Future[None]
+
+    def fail(self, exc: BaseException) -> None:
+        for future in (self.issued, self.stored):
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: the history batch's own future reports it
 
 SHADOW_TABLES = {spec.name: spec for spec in (RESERVATIONS, PREDICTIONS, FEEDBACK)}
 """The tables the shadows' outboxes write rows to, by name."""
