@@ -167,6 +167,8 @@ class ShadowService:
                 parts.append([])
                 sizes[partition] = 0
             sizes[partition] = sizes.get(partition, 0) + len(text) + 200
+            # A run forgotten in this step has no record to name the step: its entry is sent
+            # again by a restore whatever (an orphan of this kind would be resent; rare).
             parts[-1].append((workflow_id, run_id, (workflow_id, run_id) in self.shadows.runs,
                               text))
         return [(step_key(f"{step_id}.{partition}.{index}"),
