@@ -116,8 +116,6 @@ def read_partition_to_end(settings: KafkaAddress, topic: str, partition: int,
                     return entries, end
                 raise TimeoutError(f"{topic}[{partition}] stopped before offset {high - 1}")
             if message.error() is not None:
-                if message.error().code() == KafkaError._PARTITION_EOF:
-                    continue
                 raise RuntimeError(f"reading {topic}[{partition}]: {message.error()}")
             entries.append((message.key(), message.value()))
             end = message.offset() + 1

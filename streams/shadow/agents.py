@@ -118,8 +118,13 @@ class ShadowService:
         touched, forgotten = self.shadows.take_changes()
         entries = [(key, partition, out) for key, items in resent.items()
                    for partition, out in items]
-        entries += [(key, partition, out) for key, out in by_run.items()
-                    if (partition := self._partition_of(key, forgotten)) is not None]
+        unplaced = []  # effects of runs with no partition known here: sent, not written ahead
+        for key, out in by_run.items():
+            partition = self._partition_of(key, forgotten)
+            if partition is None:
+                unplaced.append(out)
+            else:
+                entries.append((key, partition, out))
         step_id = uuid.uuid4().hex
         self.outbox.add(step_id, {key for key, _, _ in entries if key in self.shadows.runs})
         touched |= {key for key, _, _ in entries} & self.shadows.runs.keys()
@@ -130,9 +135,7 @@ class ShadowService:
         records += [(record_key(*key), None, partition)
                     for key, partition in sorted(forgotten.items())]
         records += [(key, None, partition) for key, partition in stale]
-        sending = [out for _, _, out in entries]
-        sending += [out for key, out in by_run.items()
-                    if self._partition_of(key, forgotten) is None]
+        sending = [out for _, _, out in entries] + unplaced
         loop = asyncio.get_running_loop()
         step = _Step(step_id, steps, records, sending, loop.create_future(),
                      loop.create_future())

@@ -54,13 +54,10 @@ class RestoredRun:
 
 @dataclass(frozen=True)
 class StepEntry:
-    """One run's effects in a step record (``outgoing``: ``Outgoing.to_json``). ``named``:
-    whether the run's record must name the step for them to count (not for a run forgotten in
-    that step: it has no record any more)."""
+    """One run's effects in a step record to send again (``outgoing``: ``Outgoing.to_json``)."""
 
     workflow_id: str
     run_id: str
-    named: bool
     outgoing: Mapping[str, Any]
 
 
@@ -153,7 +150,7 @@ def restore_all(entries: Iterable[tuple[bytes, Mapping[str, Any] | None]]) -> Re
         for workflow_id, run_id, must_be_named, outgoing in json.loads(
                 record["state"])["entries"]:
             if not must_be_named or record["run_id"] in named.get((workflow_id, run_id), ()):
-                restored.resend.append(StepEntry(workflow_id, run_id, must_be_named, outgoing))
+                restored.resend.append(StepEntry(workflow_id, run_id, outgoing))
             else:
                 restored.orphans += 1
     return restored

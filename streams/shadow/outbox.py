@@ -39,14 +39,10 @@ class Outgoing:
     """``Anomaly`` records."""
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Rows by table name."""
-    _text: str | None = field(default=None, repr=False, compare=False)
 
     def text(self) -> str:
-        """``to_json`` as canonical JSON text, encoded once (a step's effects do not change
-        once decided)."""
-        if self._text is None:
-            self._text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
-        return self._text
+        """``to_json`` as canonical JSON text."""
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
 
     def to_json(self) -> dict[str, Any]:
         """The form kept in a run's record."""
