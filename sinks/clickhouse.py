@@ -18,19 +18,29 @@ class ClickHouseAddress(Protocol):
     clickhouse_user: str
     clickhouse_password: str
     clickhouse_database: str
+    clickhouse_secure: bool
+    clickhouse_ca_file: str
+    clickhouse_verify: bool
 
 
 def connect(settings: ClickHouseAddress, database: str | None = None) -> Client:
     """A client for the configured server; ``database`` defaults to the configured one.
 
-    The client connects lazily, on its first query, and reconnects after a network error.
+    The client connects lazily, on its first query, and reconnects after a network error. With
+    ``clickhouse_secure`` it speaks TLS, verifying the server against ``clickhouse_ca_file``
+    (else the system's CAs) unless ``clickhouse_verify`` is off.
     """
+    tls: dict[str, Any] = {}
+    if settings.clickhouse_secure:
+        tls = {"secure": True, "verify": settings.clickhouse_verify}
+        if settings.clickhouse_ca_file:
+            tls["ca_certs"] = settings.clickhouse_ca_file
     return Client(
         host=settings.clickhouse_host, port=settings.clickhouse_port,
         user=settings.clickhouse_user, password=settings.clickhouse_password,
         database=settings.clickhouse_database if database is None else database,
         connect_timeout=5, send_receive_timeout=60, sync_request_timeout=5,
-        client_name="shadowflow",
+        client_name="shadowflow", **tls,
     )
 
 

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from topology import redaction
 from topology.settings import Settings, SettingsError, describe
 
 log = logging.getLogger("shadowflow")
@@ -21,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"shadowflow: configuration error: {exc}", file=sys.stderr)
         return 2
+    redaction.install(settings.secrets())
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -34,9 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from topology.topics import TopologyError
         if isinstance(exc, StackError | TopologyError | TimeoutError | SettingsError
                       | SchemaMismatch):
-            print(f"shadowflow: {exc}", file=sys.stderr)
+            print(redaction.redact(f"shadowflow: {exc}"), file=sys.stderr)
             return 1
-        raise
+        log.critical("%s failed", " ".join(sys.argv[:2]), exc_info=True)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -182,8 +185,9 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _config(settings: Settings, args: argparse.Namespace) -> int:
+    values = settings.masked()
     for name, default, doc in describe():
-        value = getattr(settings, name.removeprefix("SHADOWFLOW_").lower())
+        value = values[name.removeprefix("SHADOWFLOW_").lower()]
         print(f"{name}={value}\n    {doc} (default: {default})")
     return 0
 

@@ -7,6 +7,7 @@ values in force. The README's configuration table lists the same names and docum
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -23,8 +24,16 @@ class SettingsError(ValueError):
     """An environment variable holds a value its setting cannot take."""
 
 
-def _setting(default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"doc": doc})
+def _setting(default: Any, doc: str, secret: bool = False) -> Any:
+    # Secrets never show in repr(), `shadowflow config`, logs or error messages (``masked``).
+    return field(default=default, metadata={"doc": doc, "secret": secret}, repr=not secret)
+
+
+MASK = "****"
+"""What a secret that is set shows as."""
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass(frozen=True)
@@ -41,8 +50,31 @@ class Settings:
     clickhouse_host: str = _setting("127.0.0.1", "ClickHouse server host.")
     clickhouse_port: int = _setting(19000, "ClickHouse native-protocol (TCP) port.")
     clickhouse_user: str = _setting("default", "ClickHouse user.")
-    clickhouse_password: str = _setting("", "ClickHouse password.")
+    clickhouse_password: str = _setting("", "ClickHouse password.", secret=True)
     clickhouse_database: str = _setting("shadowflow", "ClickHouse database holding the tables.")
+    clickhouse_secure: bool = _setting(
+        False, "Connect to ClickHouse over TLS (its secure native port, usually 9440).")
+    clickhouse_ca_file: str = _setting(
+        "", "CA certificate file (PEM) to verify ClickHouse's TLS certificate with (empty: the "
+        "system's CAs).")
+    clickhouse_verify: bool = _setting(
+        True, "Verify ClickHouse's TLS certificate (turn off only for a test server).")
+    kafka_security_protocol: str = _setting(
+        "PLAINTEXT", "How every Kafka client (Faust's and confluent-kafka's) connects: "
+        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    kafka_sasl_mechanism: str = _setting(
+        "PLAIN", "SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    kafka_sasl_username: str = _setting("", "SASL user name (required with SASL_*).")
+    kafka_sasl_password: str = _setting("", "SASL password (required with SASL_*).",
+                                        secret=True)
+    kafka_ssl_ca_file: str = _setting(
+        "", "CA certificate file (PEM) to verify the brokers with, with SSL or SASL_SSL "
+        "(empty: the system's CAs).")
+    kafka_ssl_cert_file: str = _setting(
+        "", "Client certificate file (PEM) for TLS client authentication (needs the key file).")
+    kafka_ssl_key_file: str = _setting("", "Private key file (PEM) of the client certificate.")
+    kafka_ssl_key_password: str = _setting(
+        "", "Password of the client key file, if it is encrypted.", secret=True)
     web_host: str = _setting("127.0.0.1", "Address the worker's HTTP API binds.")
     web_port: int = _setting(6066, "Port of the worker's HTTP API.")
     web_advertised_url: str = _setting(
@@ -51,6 +83,14 @@ class Settings:
         "`http://SHADOWFLOW_WEB_HOST:SHADOWFLOW_WEB_PORT`, with this host's name when "
         "SHADOWFLOW_WEB_HOST binds every interface, `0.0.0.0` or `::`). Each worker needs its "
         "own.")
+    api_token: str = _setting(
+        "", "Bearer token every HTTP route but /metrics and /healthz requires "
+        "(`Authorization: Bearer <token>`); the same on every worker, since forwarded requests "
+        "keep it. Empty (and no token file): the API is open to anyone who can reach it.",
+        secret=True)
+    api_token_file: str = _setting(
+        "", "File whose first line is the API token, read at start (in place of "
+        "SHADOWFLOW_API_TOKEN, which must then be empty).")
     web_forward_timeout_seconds: float = _setting(
         10.0, "Longest a worker waits for the owning worker's answer to a forwarded request "
         "before it answers 504.")
@@ -167,11 +207,37 @@ class Settings:
                 raise SettingsError(f"{env_name(f.name)} must not be negative, got {value!r}")
         if not self.broker.strip():
             raise SettingsError(f"{env_name('broker')} must name at least one host:port")
+        self._validate_security()
         if self.web_advertised_url:
             problem = url_problem(self.web_advertised_url)
             if problem:
                 raise SettingsError(f"{env_name('web_advertised_url')}="
                                     f"{self.web_advertised_url!r}: {problem}")
+
+    def _validate_security(self) -> None:
+        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise SettingsError(f"{env_name('kafka_security_protocol')}={protocol!r}: one of "
+                                f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}")
+        if mechanism not in KAFKA_SASL_MECHANISMS:
+            raise SettingsError(f"{env_name('kafka_sasl_mechanism')}={mechanism!r}: one of "
+                                f"{', '.join(KAFKA_SASL_MECHANISMS)}")
+        if protocol.startswith("SASL_") and not (self.kafka_sasl_username
+                                                 and self.kafka_sasl_password):
+            raise SettingsError(f"{env_name('kafka_security_protocol')}={protocol} needs "
+                                f"{env_name('kafka_sasl_username')} and "
+                                f"{env_name('kafka_sasl_password')}")
+        if bool(self.kafka_ssl_cert_file) != bool(self.kafka_ssl_key_file):
+            raise SettingsError(f"give both {env_name('kafka_ssl_cert_file')} and "
+                                f"{env_name('kafka_ssl_key_file')}, or neither")
+        for name in ("kafka_ssl_ca_file", "kafka_ssl_cert_file", "kafka_ssl_key_file",
+                     "clickhouse_ca_file", "api_token_file"):
+            path = getattr(self, name)
+            if path and not Path(path).expanduser().is_file():
+                raise SettingsError(f"{env_name(name)}={path!r}: no such file")
+        if self.api_token_file and self.api_token:
+            raise SettingsError(f"give {env_name('api_token')} or {env_name('api_token_file')}, "
+                                "not both")
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some settings changed (for tests and the CLI)."""
@@ -212,6 +278,51 @@ class Settings:
     def faust_broker(self) -> list[str]:
         """The bootstrap servers as Faust URLs."""
         return [f"kafka://{h}" for h in self.broker_hosts]
+
+    @property
+    def kafka_config(self) -> dict[str, str]:
+        """The bootstrap servers and security settings as confluent-kafka (librdkafka)
+        configuration: every confluent-kafka client (producer, consumers, admin) starts from
+        it."""
+        config = {"bootstrap.servers": self.broker,
+                  "security.protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL_"):
+            config.update({"sasl.mechanism": self.kafka_sasl_mechanism,
+                           "sasl.username": self.kafka_sasl_username,
+                           "sasl.password": self.kafka_sasl_password})
+        if self.kafka_security_protocol.endswith("SSL"):
+            for key, value in (("ssl.ca.location", self.kafka_ssl_ca_file),
+                               ("ssl.certificate.location", self.kafka_ssl_cert_file),
+                               ("ssl.key.location", self.kafka_ssl_key_file),
+                               ("ssl.key.password", self.kafka_ssl_key_password)):
+                if value:
+                    config[key] = str(Path(value).expanduser())
+        return config
+
+    def api_token_value(self) -> str:
+        """The API token in force: ``api_token``, or the first line of ``api_token_file``
+        (read now); empty when the API is open."""
+        if self.api_token_file:
+            lines = Path(self.api_token_file).expanduser().read_text().splitlines()
+            token = lines[0].strip() if lines else ""
+            if not token:
+                raise SettingsError(f"{env_name('api_token_file')}={self.api_token_file!r} "
+                                    "holds no token on its first line")
+            return token
+        return self.api_token
+
+    def secrets(self) -> list[str]:
+        """The secret values in force (passwords, the token), for masking in output."""
+        values = [getattr(self, f.name) for f in fields(self) if f.metadata.get("secret")]
+        if self.api_token_file:
+            with contextlib.suppress(OSError, SettingsError):
+                values.append(self.api_token_value())
+        return [v for v in values if v]
+
+    def masked(self) -> dict[str, str]:
+        """Every setting's value as text, secrets that are set shown as ``MASK``."""
+        return {f.name: (MASK if f.metadata.get("secret") and getattr(self, f.name)
+                         else str(getattr(self, f.name))) for f in fields(self)}
 
 
 BIND_ALL = ("", "0.0.0.0", "::")

@@ -81,7 +81,7 @@ def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = TOPICS,
     co-partitioned topic has another partition count than ``settings.partitions``: joining
     such topics by workflow id would silently send one workflow to two workers.
     """
-    admin = AdminClient({"bootstrap.servers": settings.broker})
+    admin = AdminClient(settings.kafka_config)
     existing = _partition_counts(admin, timeout)
     wanted = [
         NewTopic(s.name, s.partitions or settings.partitions, settings.replication_factor,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -39,8 +40,9 @@ class DefinitionFeed:
     """Follows the definitions topic (``shadow.definitions``, one partition) on a daemon thread,
     registering what it reads."""
 
-    def __init__(self, broker: str, topic: str, registry: DefinitionRegistry) -> None:
-        self._broker = broker
+    def __init__(self, kafka_config: Mapping[str, str], topic: str,
+                 registry: DefinitionRegistry) -> None:
+        self._kafka_config = dict(kafka_config)
         self._topic = topic
         self._registry = registry
         self._stop = threading.Event()
@@ -55,7 +57,7 @@ class DefinitionFeed:
         self._stop.set()
 
     def _run(self) -> None:
-        consumer = Consumer({"bootstrap.servers": self._broker,
+        consumer = Consumer({**self._kafka_config,
                              "group.id": "shadowflow-definitions",
                              "enable.auto.commit": False})
         consumer.assign([TopicPartition(self._topic, 0, OFFSET_BEGINNING)])

@@ -32,6 +32,12 @@ class KafkaAddress(Protocol):
     partitions: int
     """Partitions of shadowflow's topics."""
 
+    @property
+    def kafka_config(self) -> dict[str, str]:
+        """confluent-kafka configuration every client starts from: the bootstrap servers and
+        the security settings (TLS, SASL)."""
+        ...
+
 
 def read_topic(settings: KafkaAddress, topic: str, idle_seconds: float = 2.0,
                skip_undecodable: bool = False) -> list[Decoded]:
@@ -54,7 +60,7 @@ def follow_topic(settings: KafkaAddress, topic: str, idle_seconds: float = 2.0,
     committed.
     """
     codec = default_codec()
-    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "shadowflow-reader",
+    consumer = Consumer({**settings.kafka_config, "group.id": "shadowflow-reader",
                          "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
                      for p in range(settings.partitions)])
@@ -98,7 +104,7 @@ def read_partition_to_end(settings: KafkaAddress, topic: str, partition: int,
     high watermark the first offset of the last record batch plus one, so the rest of that
     batch lies beyond it (measured: three records in one batch, watermark 1); a restore that
     stopped there would miss the last records written before a rebalance."""
-    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "shadowflow-reader",
+    consumer = Consumer({**settings.kafka_config, "group.id": "shadowflow-reader",
                          "enable.auto.commit": False})
     try:
         tp = TopicPartition(topic, partition)
@@ -137,7 +143,7 @@ class Publisher:
                  **config: Any) -> None:
         self.codec = codec or default_codec()
         self._producer = Producer({
-            "bootstrap.servers": settings.broker, "linger.ms": 20, "acks": "all",
+            **settings.kafka_config, "linger.ms": 20, "acks": "all",
             # Kafka's Java default: workers route HTTP requests by the same hash.
             "partitioner": "murmur2_random",
             "enable.idempotence": True, "compression.type": "none",

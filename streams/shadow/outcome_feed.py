@@ -61,7 +61,7 @@ class OutcomeFeed:
         self._stop.set()
 
     def _run(self) -> None:
-        consumer = Consumer({"bootstrap.servers": self._settings.broker,
+        consumer = Consumer({**self._settings.kafka_config,
                              "group.id": "shadowflow-outcomes", "enable.auto.commit": False})
         consumer.assign([TopicPartition(self._topic, p, self._start.get(p, 0))
                          for p in range(self._settings.partitions)])
