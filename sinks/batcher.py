@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -76,6 +77,12 @@ class SinkStats:
     inserts: int = 0
     failed_attempts: int = 0
     rejected: int = 0
+    rows_by_table: Counter[str] = field(default_factory=Counter)
+    """Rows stored, per table."""
+    retries_by_table: Counter[str] = field(default_factory=Counter)
+    """Failed inserts retried (ClickHouse unreachable or failing), per table."""
+    rejected_by_table: Counter[str] = field(default_factory=Counter)
+    """Rows ClickHouse refused for good (handed back to be dead-lettered), per table."""
 
 
 @dataclass
@@ -112,6 +119,11 @@ class BatchingSink:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-sink")
         self._closed = False
         self.stats = SinkStats()
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows handed to the sink and not stored yet (what back-pressure is measured on)."""
+        return self._pending
 
     async def write(self, spec: TableSpec, columns: Sequence[Sequence[Any]],
                     origins: Sequence[Any] | None = None) -> list[Rejected]:
@@ -233,6 +245,7 @@ class BatchingSink:
         except _Refused as refused:
             if len(rows) == 1:
                 self.stats.rejected += 1
+                self.stats.rejected_by_table[spec.name] += 1
                 log.error("ClickHouse refused a row of %s for good; handing it back: %s",
                           spec.name, refused.reason)
                 return [(rows[0], refused.reason)]
@@ -254,6 +267,7 @@ class BatchingSink:
                 self.stats.failed_attempts += 1
                 if is_refusal(exc):
                     raise _Refused(f"ClickHouse refused the values: {exc!r}"[:2000]) from exc
+                self.stats.retries_by_table[spec.name] += 1
                 log.warning("insert of %d rows into %s failed (attempt %d), retrying in %.1fs: "
                             "%s", rows, spec.name, attempt, delay, exc)
                 await asyncio.sleep(delay)
@@ -261,6 +275,7 @@ class BatchingSink:
                 attempt += 1
                 continue
             self.stats.rows += rows
+            self.stats.rows_by_table[spec.name] += rows
             self.stats.inserts += 1
             if attempt > 1:
                 log.info("insert of %d rows into %s succeeded after %d attempts",

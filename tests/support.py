@@ -89,11 +89,14 @@ class Answer(NamedTuple):
 
 
 def call(method: str, url: str, body: object = None, raw: bytes | None = None,
-         timeout: float = 15.0) -> Answer:
-    """One HTTP request, answered within ``timeout`` or the test fails."""
+         timeout: float = 15.0, token: str | None = None) -> Answer:
+    """One HTTP request (with ``Authorization: Bearer token`` when given), answered within
+    ``timeout`` or the test fails."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     started = time.monotonic()
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -125,12 +128,13 @@ class Owners(dict[int, str]):
         return self[partition_of(workflow_id, len(self))]
 
 
-def owners(bases: list[str], ids: list[str]) -> Owners | None:
+def owners(bases: list[str], ids: list[str], token: str | None = None) -> Owners | None:
     """The owner of the partition of each of ``ids`` (one per partition), once every worker
     agrees and each owns some: None before."""
     found = Owners()
     for partition, workflow_id in enumerate(ids):
-        answers = [call("GET", f"{base}/shadow/{quote_id(workflow_id)}/state") for base in bases]
+        answers = [call("GET", f"{base}/shadow/{quote_id(workflow_id)}/state", token=token)
+                   for base in bases]
         served = {a.served_by for a in answers}
         if any(a.status not in (200, 404) for a in answers) or len(served) != 1:
             return None

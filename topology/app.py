@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import faust
+from confluent_kafka.admin import AdminClient
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from schemas.codec import default_codec
+from schemas.records import RESOURCE_CLASSES
 from sinks.batcher import BatchingSink
-from sinks.clickhouse import ColumnarWriter
+from sinks.clickhouse import ColumnarWriter, connect
 from streams.forecasting.forecaster import Forecaster
 from streams.mirror.agents import MirrorService, register_mirror_agents
 from streams.mirror.definition_feed import DefinitionFeed, initial_registry
@@ -21,8 +24,12 @@ from streams.mirror.registry import Mirrors
 from streams.mirror.routes import register_routes
 from streams.mirror.run import MirrorLimits
 from streams.runtime.anomalies import AnomalyOutlet
+from streams.runtime.auth import bearer_middleware
 from streams.runtime.forwarding import Forwarding
+from streams.runtime.health import register_health_route
 from streams.runtime.history import register_history_agent
+from streams.runtime.metrics import Sources, metrics_registry, register_metrics_route
+from streams.runtime.openapi import register_openapi_route
 from streams.runtime.positions import register_rewind_uncommitted
 from streams.shadow.agents import ShadowService, register_shadow_agents
 from streams.shadow.outcome_feed import OutcomeFeed
@@ -63,14 +70,43 @@ def limit_fetch_wait(wait_ms: int) -> None:
     driver._create_worker_consumer = create_worker_consumer
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context Faust's Kafka clients verify the brokers with (and authenticate with
+    a client certificate, when one is set)."""
+    context = ssl.create_default_context(cafile=settings.kafka_ssl_ca_file or None)
+    if settings.kafka_ssl_cert_file:
+        context.load_cert_chain(settings.kafka_ssl_cert_file, settings.kafka_ssl_key_file,
+                                settings.kafka_ssl_key_password or None)
+    return context
+
+
+def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
+    """Faust's ``broker_credentials`` for the security settings: the same protocol, SASL
+    mechanism, user and certificates as the confluent-kafka clients' ``kafka_config``."""
+    protocol = settings.kafka_security_protocol
+    context = tls_context(settings) if protocol.endswith("SSL") else None
+    if protocol.startswith("SASL_"):
+        return faust.SASLCredentials(username=settings.kafka_sasl_username,
+                                     password=settings.kafka_sasl_password,
+                                     mechanism=settings.kafka_sasl_mechanism,
+                                     ssl_context=context)
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
 def faust_app(settings: Settings) -> faust.App:
     """A Faust app configured from ``settings``, with no agents yet. It binds
-    ``web_host:web_port`` and advertises ``settings.advertised_url`` to the other workers of
-    its group (Faust's ``canonical_url``, sent with its group membership)."""
+    ``web_host:web_port``, advertises ``settings.advertised_url`` to the other workers of its
+    group (Faust's ``canonical_url``, sent with its group membership), requires the API token
+    where one is set, and serves only shadowflow's own routes (Faust's table, router and index
+    pages are off: they are undocumented and would answer without the token's owner knowing)."""
     limit_fetch_wait(settings.consumer_fetch_wait_ms)
+    token = settings.api_token_value()
     return faust.App(
         settings.app_id,
         broker=settings.faust_broker,
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         autodiscover=False,
         topic_partitions=settings.partitions,
@@ -85,6 +121,9 @@ def faust_app(settings: Settings) -> faust.App:
         web_port=settings.web_port,
         canonical_url=settings.advertised_url,
         web_in_thread=False,
+        web_application_options={"middlewares": [bearer_middleware(token)] if token else []},
+        web_router_enabled=False, web_tables_enabled=False, web_stats_enabled=False,
+        web_graph_enabled=False, web_metrics_enabled=False,
     )
 
 
@@ -104,7 +143,7 @@ def create_app(settings: Settings, outcomes: Sequence[Mapping[str, Any]] = (),
     definitions_topic = app.topic(topics.DEFINITIONS, key_serializer="raw",
                                   value_serializer="raw", partitions=1)
     definitions = initial_registry(settings.definitions_path)
-    feed = DefinitionFeed(settings.broker, topics.DEFINITIONS, definitions)
+    feed = DefinitionFeed(settings.kafka_config, topics.DEFINITIONS, definitions)
     anomalies = AnomalyOutlet(raw_topic(app, topics.ANOMALIES, settings), sink, codec)
     mirrors = Mirrors(definitions, MirrorLimits(
         reorder_window=settings.mirror_reorder_window,
@@ -160,6 +199,7 @@ def create_app(settings: Settings, outcomes: Sequence[Mapping[str, Any]] = (),
                     ensure_restored=service.ensure_restored,
                     publish_definition=publish_definition)
     register_shadow_routes(app, shadow_service, forwarding=forwarding)
+    register_operations_routes(app, settings, sink, mirrors, shadows)
 
     @app.task
     async def start_feeds() -> None:
@@ -173,3 +213,27 @@ def create_app(settings: Settings, outcomes: Sequence[Mapping[str, Any]] = (),
         await sink.close()
 
     return app
+
+
+def register_operations_routes(app: faust.App, settings: Settings, sink: BatchingSink,
+                               mirrors: Mirrors, shadows: ShadowWorkflows) -> None:
+    """``/metrics``, ``/healthz`` and ``/openapi.json``."""
+    pool = shadows.pool
+    register_metrics_route(app, metrics_registry(app, Sources(
+        sink=sink.stats, pending_rows=lambda: sink.pending_rows,
+        mirrors_held=lambda: len(mirrors.runs), shadows_held=lambda: len(shadows.runs),
+        pool_held=lambda: {r: pool.in_use(r) for r in RESOURCE_CLASSES if r in pool.capacity})))
+
+    def clickhouse() -> str:
+        client = connect(settings, database="default")
+        try:
+            return f"ClickHouse {client.execute('SELECT version()')[0][0]}"
+        finally:
+            client.disconnect()
+
+    def broker() -> str:
+        metadata = AdminClient(settings.kafka_config).list_topics(timeout=2.0)
+        return f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics"
+
+    register_health_route(app, {"clickhouse": clickhouse, "broker": broker})
+    register_openapi_route(app)

@@ -30,6 +30,7 @@ from streams.runtime.clock import now_ms
 from streams.runtime.deadletters import decode_or_dead_letter, publish_dead_letters
 from streams.runtime.kafka import KafkaAddress
 from streams.runtime.messages import Located, RawMessage
+from streams.runtime.metrics import stats_of
 from streams.runtime.restore import Entries, PartitionRestorer, hand_over
 from streams.runtime.upkeep import register_upkeep
 
@@ -149,7 +150,9 @@ class MirrorService:
         more, done_too = self.mirrors.compare_ready()
         await self.settle(findings + more, [*done, *done_too])
         partition_of = dict(self.mirrors.partition_of)
-        for key, mirror in self.mirrors.evict_finished(now_ms(), self.retention_ms).items():
+        evicted = self.mirrors.evict_finished(now_ms(), self.retention_ms)
+        stats_of(self.mirror_topic.app).evictions["mirror"] += len(evicted)
+        for key, mirror in evicted.items():
             for record_key in changelog_keys(mirror):
                 await self.mirror_topic.send(key=record_key, value=None,
                                              partition=partition_of.get(key), force=True)

@@ -14,6 +14,7 @@ import faust
 from schemas.codec import Codec
 from sinks.batcher import BatchingSink
 from sinks.tables import ANOMALIES, anomaly_columns
+from streams.runtime.metrics import stats_of
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,9 @@ class AnomalyOutlet:
     async def publish(self, records: Sequence[Mapping[str, Any]]) -> list[asyncio.Future[Any]]:
         """Send and store ``records``; returns the futures of their delivery and storage."""
         pending: list[asyncio.Future[Any]] = []
+        counts = stats_of(self._topic.app).anomalies
         for record in records:
+            counts[(record["kind"], record["severity"])] += 1
             log.warning("anomaly %s %s %s/%s@%d %s: %s", record["severity"], record["kind"],
                         record["workflow_id"], record["run_id"], record["sequence"],
                         record.get("action_id") or "", record["message"])

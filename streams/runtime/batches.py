@@ -20,6 +20,7 @@ from schemas.records import DeadLetter
 from sinks.batcher import SinkClosed
 from streams.runtime.clock import now_ms
 from streams.runtime.messages import Located, RawMessage
+from streams.runtime.metrics import stats_of
 
 log = logging.getLogger(__name__)
 
@@ -231,11 +232,13 @@ async def process_in_batches(stream: faust.StreamT, settings: BatchSettings,
             await stream.app.crash(exc)
 
     revocations = register_revocations(stream.app)
+    stats = stats_of(stream.app)
     acks = InOrderAcks(stream, on_failure=on_failure or crash, revocations=revocations)
     try:
         async for events in stream.noack_take(settings.consumer_batch,
                                               within=settings.consumer_batch_seconds):
             taken = revocations.stamp(events)
+            stats.took(events)
             if dead_letter is None:
                 stored = await handle(events)
             else:

@@ -17,6 +17,7 @@ from schemas.records import DeadLetter
 from sinks.batcher import Rejected
 from streams.runtime import clock
 from streams.runtime.messages import RawMessage
+from streams.runtime.metrics import reason_label, stats_of
 from streams.runtime.validation import violation
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ async def publish_dead_letters(topic: faust.TopicT, letters: Sequence[DeadLetter
                                codec: Codec) -> None:
     """Send dead letters and wait until the broker has them all."""
     deliveries = []
+    counts = stats_of(topic.app).dead_letters
     for letter in letters:
+        counts[reason_label(letter.reason)] += 1
         log.warning("dead letter from %s[%d]@%d: %s", letter.topic, letter.partition,
                     letter.offset, letter.reason)
         deliveries.append(await topic.send(

@@ -23,6 +23,7 @@ from streams.runtime.deadletters import (
     publish_dead_letters,
 )
 from streams.runtime.messages import Located, RawMessage
+from streams.runtime.metrics import stats_of
 
 
 @dataclass
@@ -53,6 +54,9 @@ def register_history_agent(app: faust.App, *, source: faust.TopicT,
     async def handle(events: Sequence[EventT]) -> asyncio.Future[None] | None:
         messages = {(m.partition, m.offset): m for m in map(RawMessage.of, events)}
         batch = decode_history(list(messages.values()), codec, now_ms())
+        counts = stats_of(app).history_events
+        for located in batch.events:
+            counts[located.partition] += 1
         await publish_dead_letters(deadletters, batch.rejects, codec)
         if not batch.events:
             return None

@@ -37,6 +37,7 @@ from streams.runtime.deadletters import (
 )
 from streams.runtime.kafka import KafkaAddress
 from streams.runtime.messages import Located, RawMessage
+from streams.runtime.metrics import stats_of
 from streams.runtime.restore import Entries, PartitionRestorer, hand_over
 from streams.runtime.upkeep import register_upkeep
 from streams.shadow.changelog import (
@@ -112,6 +113,10 @@ class ShadowService:
         the effects: after a crash the new owner restores a state together with every effect it
         implies, sends those again, and never decides anew what a resource manager may already
         hold. Each step's effects are encoded and written once, however long they wait."""
+        stats = stats_of(self.reservation_topic.app)
+        stats.reservations.update(command.op for command in effects.commands)
+        stats.forecasts.update(prediction.source for _, prediction in effects.predictions
+                               if not prediction.likely)
         by_run = outgoing_by_run(effects, self.shadows, now_ms())
         resent, self._resend = self._resend, {}
         stale, self._stale_steps = self._stale_steps, []
@@ -327,7 +332,8 @@ class ShadowService:
         for command in expired:
             self.shadows.touch((command.reservation.workflow_id, command.reservation.run_id))
         effects.commands += expired
-        self.shadows.evict_finished(stamp, self.retention_ms)
+        gone = self.shadows.evict_finished(stamp, self.retention_ms)
+        stats_of(self.reservation_topic.app).evictions["shadow"] += len(gone)
         await self.settle(effects)
 
 

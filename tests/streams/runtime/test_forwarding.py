@@ -41,6 +41,7 @@ from streams.runtime.forwarding import (
 from streams.runtime.kafka import Publisher
 from streams.traces.formats import load_wfformat
 from streams.traces.playback import history_from_trace
+from tests.streams.runtime.test_openapi import assert_documented
 from tests.support import (
     TRACES,
     Answer,
@@ -232,50 +233,69 @@ def publish_runs(settings: Settings, ids: Iterable[str],
     return runs
 
 
+def call_as(token: str | None, method: str, url: str, body: object = None,
+            raw: bytes | None = None) -> Answer:
+    """``call`` with the API token, when the workers require one."""
+    return call(method, url, body, raw=raw, token=token)
+
+
+def documented(method: str, path: str, answer: Answer) -> None:
+    """Fail unless the API document describes the answer's status and shape."""
+    assert_documented(method, path, answer.status, answer.body)
+
+
 def check_mirror_routes(bases: list[str], owner: Owners, runs: dict[str, list[HistoryEvent]],
-                        latencies: dict[bool, list[float]] | None = None) -> None:
-    """State, promote and what-if (its body) answer alike through every worker; the state's
-    latency goes to ``latencies`` (by whether it was forwarded)."""
+                        latencies: dict[bool, list[float]] | None = None,
+                        token: str | None = None) -> None:
+    """State, promote and what-if (its body) answer alike through every worker, as the API
+    document describes; the state's latency goes to ``latencies`` (by whether it was
+    forwarded)."""
     for workflow_id, events in runs.items():
         url, last = quote_id(workflow_id), events[-1].sequence
         expected = rebuild(events, DEFAULT).variables
         for i, base in enumerate(bases):
-            state = call("GET", f"{base}/shadow/{url}/state")
+            state = call_as(token, "GET", f"{base}/shadow/{url}/state")
             assert (state.status, state.served_by) == (200, owner.of(workflow_id)), state
             assert state.body["sequence"] == last and state.body["variables"] == expected
+            documented("GET", "/shadow/{workflow_id}/state", state)
             if latencies is not None:
                 latencies[state.served_by != base].append(state.seconds)
-            promoted = call("POST", f"{base}/shadow/{url}/promote")
+            promoted = call_as(token, "POST", f"{base}/shadow/{url}/promote")
             assert promoted.status == 200 and promoted.body["sequence"] == last
+            documented("POST", "/shadow/{workflow_id}/promote", promoted)
             budget = 10.5 + i
-            what_if = call("POST", f"{base}/shadow/{url}/what-if", {"events": [
+            what_if = call_as(token, "POST", f"{base}/shadow/{url}/what-if", {"events": [
                 {"kind": "STATE_UPDATED", "values": {"budget": budget}}]})
             assert (what_if.status, what_if.served_by) == (200, owner.of(workflow_id)), what_if
             assert what_if.body["changed"] == {"budget": {"before": None, "after": budget}}
             assert what_if.body["from_sequence"] == last
+            documented("POST", "/shadow/{workflow_id}/what-if", what_if)
 
 
 def check_shadow_routes(bases: list[str], owner: Owners,
-                        runs: dict[str, list[HistoryEvent]]) -> None:
+                        runs: dict[str, list[HistoryEvent]], token: str | None = None) -> None:
     """Prediction and feedback of each run's actions through every worker."""
     for workflow_id, events in runs.items():
         url = quote_id(workflow_id)
         actions = sorted({e.action_id for e in events if e.action_id})
         for i, base in enumerate(bases):
             action = actions[i]
-            prediction = call("GET", f"{base}/shadow/{url}/prediction/{action}")
+            prediction = call_as(token, "GET", f"{base}/shadow/{url}/prediction/{action}")
             assert (prediction.status, prediction.served_by) == (200, owner.of(workflow_id))
             assert prediction.body["workflow_id"] == workflow_id
-            feedback = call("PUT", f"{base}/shadow/{url}/feedback/{action}/"
+            documented("GET", "/shadow/{workflow_id}/prediction/{action_id}", prediction)
+            feedback = call_as(token, "PUT", f"{base}/shadow/{url}/feedback/{action}/"
                                    f"cpu=0.5,memory={100 + i}MiB")
             assert (feedback.status, feedback.served_by) == (200, owner.of(workflow_id)), feedback
             assert feedback.body["actual"]["memory_bytes"] == (100 + i) * 2**20
-            again = call("PUT", f"{base}/shadow/{url}/feedback/{action}/cpu=1")
+            documented("PUT", "/shadow/{workflow_id}/feedback/{action_id}/{usage}", feedback)
+            again = call_as(token, "PUT", f"{base}/shadow/{url}/feedback/{action}/cpu=1")
             assert again.status == 409 and "already" in again.body["reason"]
+            documented("PUT", "/shadow/{workflow_id}/feedback/{action_id}/{usage}", again)
 
 
 def check_create(bases: list[str], owner: Owners, workflow_type: str,
-                 latencies: dict[bool, list[float]]) -> None:
+                 latencies: dict[bool, list[float]], token: str | None = None) -> None:
     """The issue's case: new ids alternating between the workers, with bodies."""
     # Each partition once through each worker: the second round in reverse order.
     ids = (one_per_partition(f"new-{uuid.uuid4().hex[:6]}", len(owner))
@@ -283,29 +303,34 @@ def check_create(bases: list[str], owner: Owners, workflow_type: str,
     for n, workflow_id in enumerate(ids):
         base, other = bases[n % 2], bases[(n + 1) % 2]
         body = {"run_id": f"run-{n}", "workflow_type": workflow_type}
-        made = call("POST", f"{base}/shadow/create/{quote_id(workflow_id)}", body)
+        made = call_as(token, "POST", f"{base}/shadow/create/{quote_id(workflow_id)}", body)
         assert (made.status, made.served_by) == (201, owner.of(workflow_id)), made
         assert made.seconds < 5
         assert made.body == {"workflow_id": workflow_id, "created": True, **body}
+        documented("POST", "/shadow/create/{workflow_id}", made)
         latencies[made.served_by != base].append(made.seconds)
-        again = call("POST", f"{other}/shadow/create/{quote_id(workflow_id)}", body)
+        again = call_as(token, "POST", f"{other}/shadow/create/{quote_id(workflow_id)}", body)
         assert (again.status, again.body["created"], again.served_by) == (
             200, False, made.served_by)
-        bad = call("POST", f"{other}/shadow/create/{quote_id(workflow_id)}", raw=b"[1]")
+        bad = call_as(token, "POST", f"{other}/shadow/create/{quote_id(workflow_id)}", raw=b"[1]")
         assert bad.status == 400 and "JSON object" in bad.body["reason"]
+        documented("POST", "/shadow/create/{workflow_id}", bad)
 
 
-def wait_for_runs(bases: list[str], runs: dict[str, list[HistoryEvent]]) -> None:
+def wait_for_runs(bases: list[str], runs: dict[str, list[HistoryEvent]],
+                  token: str | None = None) -> None:
     """Until every run is mirrored to its last event and shadowed to its last action (the
     mirrors and the shadows each restore a partition taken over before applying its events,
     so one may be a moment ahead of the other)."""
     def mirrored() -> bool:
-        return all(call("GET", f"{bases[0]}/shadow/{quote_id(w)}/state").body.get("sequence")
-                   == events[-1].sequence for w, events in runs.items())
+        return all(call("GET", f"{bases[0]}/shadow/{quote_id(w)}/state", token=token
+                        ).body.get("sequence") == events[-1].sequence
+                   for w, events in runs.items())
 
     def shadowed() -> bool:
         return all(call("GET", f"{bases[0]}/shadow/{quote_id(w)}/prediction/"
-                               f"{[e.action_id for e in events if e.action_id][-1]}").status == 200
+                               f"{[e.action_id for e in events if e.action_id][-1]}",
+                        token=token).status == 200
                    for w, events in runs.items())
     wait_for(mirrored, what="every run mirrored", timeout=60)
     wait_for(shadowed, what="every run shadowed", timeout=60)
@@ -349,6 +374,8 @@ def test_every_route_through_either_worker_and_after_a_rebalance(
     assert seen[0].status == 503 and seen[0].retry_after and seen[0].body["reason"]
     assert all(a.status in (200, 503) and a.seconds < 5 for a in seen), seen
     assert all(a.retry_after for a in seen if a.status == 503)
+    for answer in seen:
+        documented("GET", "/shadow/{workflow_id}/state", answer)
     check_mirror_routes(bases[:1], Owners(dict.fromkeys(owner, bases[0])), runs)
 
     # It starts again: while the group rebalances, answers stay prompt (503 or correct);
