@@ -17,6 +17,8 @@ from pathlib import Path
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
+from schemas.records import StateSnapshot
+from streams.runtime.kafka import Publisher
 from streams.runtime.openapi import openapi_document
 from tests.streams.runtime.test_forwarding import (
     check_create,
@@ -117,7 +119,16 @@ def test_token_forwarding_metrics_and_health_across_two_workers(
     assert total(scrapes, "shadowflow_reservation_commands_total", op="RESERVE") >= actions
     assert total(scrapes, "shadowflow_reservation_commands_total", op="RELEASE") > 0
     assert total(scrapes, "shadowflow_sink_inserted_rows_total", table="feedback") > 0
-    assert total(scrapes, "shadowflow_anomalies_total", kind="SIZING_NEEDED") >= 1
+    # A primary snapshot that disagrees with the mirror: one more STATE_DEVIATION counted.
+    deviations = total(scrapes, "shadowflow_anomalies_total", kind="STATE_DEVIATION")
+    workflow_id, events = next(iter(runs.items()))
+    publisher = Publisher(settings)
+    publisher.send_state(StateSnapshot(workflow_id, events[-1].run_id, events[-1].sequence,
+                                       events[-1].timestamp_ms, {"wf.status": "BOGUS"}))
+    publisher.flush()
+    wait_for(lambda: total([scrape(b) for b in bases], "shadowflow_anomalies_total",
+                           kind="STATE_DEVIATION") > deviations,
+             what="the deviation counted", timeout=60)
     assert total(scrapes, "shadowflow_mirrors_held") >= len(runs)
     assert total(scrapes, "shadowflow_shadows_held") >= len(runs)
     assert total(scrapes, "shadowflow_sink_pending_rows") >= 0
