@@ -219,6 +219,10 @@ class RunMirror:
 
         kind = event.kind
         if kind in _STATUS:
+            if kind is EventKind.WORKFLOW_STARTED:
+                # A run resumed from a promoted state starts from it.
+                for name, value in event.values.items():
+                    assign(name, value)
             assign("wf.status", _STATUS[kind])
             if kind is EventKind.WORKFLOW_STARTED:
                 for counter in COUNTERS:
