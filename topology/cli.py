@@ -135,6 +135,20 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     report.set_defaults(run=_report)
 
+    temporal = commands.add_parser(
+        "temporal", help="shadow a Temporal server: follow its histories, promote a workflow "
+        "from its mirror, or run the end-to-end demo")
+    temporal.add_argument("action", choices=("follow", "promote", "demo"))
+    temporal.add_argument("workflow_id", nargs="?", help="with promote: the workflow to resume")
+    temporal.add_argument("--task-queue", help="with promote: where the resumed run goes "
+                          "(default SHADOWFLOW_TEMPORAL_TASK_QUEUE)")
+    temporal.add_argument("--events", type=int, default=1000,
+                          help="with demo: about how many history events the pipeline makes")
+    temporal.add_argument("--json", metavar="FILE", help="with demo: also write the figures")
+    temporal.add_argument("--keep", action="store_true",
+                          help="with demo: leave the broker and ClickHouse running")
+    temporal.set_defaults(run=_temporal)
+
     demo = commands.add_parser("demo", help="bring the stack up, run a worker, feed it real "
                                "traces and report what it stored")
     demo.add_argument("traces", nargs="*", help="trace files (default: a mix of the shared "
@@ -215,6 +229,40 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
 def _report(settings: Settings, args: argparse.Namespace) -> int:
     from topology.report import run_report
     return run_report(settings, args.since, args.faults, args.out, args.json, args.window)
+
+
+def _temporal(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    try:
+        from topology import temporal
+    except ImportError as exc:
+        print(f"shadowflow: {exc}; install the temporal extra: pip install -e '.[temporal]'",
+              file=sys.stderr)
+        return 2
+    if args.action == "demo":
+        from topology.temporal_demo import run_temporal_demo
+        return run_temporal_demo(settings, args.events, args.json, args.keep)
+    if args.action == "follow":
+        async def follow() -> None:
+            client = await temporal.connect(settings)
+            print(f"following {settings.temporal_address} ({settings.temporal_namespace}), "
+                  f"query {settings.temporal_query or '(all)'}; Ctrl-C stops")
+            await temporal.Adapter(settings, client).run()
+        asyncio.run(follow())
+        return 0
+    if not args.workflow_id:
+        print("shadowflow: promote needs a WORKFLOW_ID", file=sys.stderr)
+        return 2
+
+    async def resume() -> None:
+        client = await temporal.connect(settings)
+        run_id, state = await temporal.promote(settings, client, args.workflow_id,
+                                               args.task_queue)
+        print(f"{args.workflow_id} resumed as run {run_id} from the mirror's state at sequence "
+              f"{state['sequence']}")
+    asyncio.run(resume())
+    return 0
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:

@@ -92,11 +92,11 @@ def run_demo(settings: Settings, paths: list[str], keep: bool = False,
             print("stopped the worker and the services the demo started")
 
 
-def fresh_database(settings: Settings) -> Settings:
+def fresh_database(settings: Settings, suffix: str = "_demo") -> Settings:
     """Settings on an empty database of the demo's own (``<database>_demo``, dropped first): the
     worker learns only from this run, as the baselines of the report do, so they compare like
     for like."""
-    database = f"{settings.clickhouse_database}_demo"
+    database = f"{settings.clickhouse_database}{suffix}"
     client = connect(settings, database="default")
     try:
         client.execute(f"DROP DATABASE IF EXISTS {database}")

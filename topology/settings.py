@@ -160,6 +160,26 @@ class Settings:
     traces_dir: Path = _setting(
         Path("../shared/traces"),
         "Folder of real workflow traces (WfFormat JSON) the demo replays when given no files.")
+    temporal_address: str = _setting(
+        "127.0.0.1:7233", "Temporal frontend (host:port) `shadowflow temporal` follows.")
+    temporal_namespace: str = _setting("default", "Temporal namespace to follow.")
+    temporal_query: str = _setting(
+        "", "Visibility query selecting the executions to follow, for example "
+        "`WorkflowType='ShadowedPipeline'` or `TaskQueue='orders'` (empty: every execution).")
+    temporal_task_queue: str = _setting(
+        "shadowflow-demo", "Task queue a promoted workflow is started on.")
+    temporal_checkpoint_file: Path = _setting(
+        Path.home() / ".cache" / "shadowflow" / "temporal-checkpoints.json",
+        "Where the adapter records the last event published per run, to resume after a "
+        "restart.")
+    temporal_snapshot_every: int = _setting(
+        20, "Ask a followed workflow for its state (the shadowflow_state query) at the end of "
+        "a workflow task once this many events arrived since the last time.")
+    temporal_poll_seconds: float = _setting(
+        2.0, "How often the adapter lists the executions to follow.")
+    temporal_shadowflow_url: str = _setting(
+        "", "The shadowflow worker `shadowflow temporal promote` asks for the mirror's state "
+        "(empty: this host's, SHADOWFLOW_WEB_HOST:SHADOWFLOW_WEB_PORT).")
     log_level: str = _setting("info", "Log level of the worker and the CLI.")
 
     @classmethod
@@ -183,7 +203,7 @@ class Settings:
             if isinstance(value, float) and not math.isfinite(value):
                 raise SettingsError(f"{env_name(f.name)} must be a finite number, got {value!r}")
         for name in ("partitions", "replication_factor", "consumer_batch", "sink_batch_rows",
-                     "sink_max_pending_rows", "mirror_reorder_window"):
+                     "sink_max_pending_rows", "mirror_reorder_window", "temporal_snapshot_every"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("consumer_batch_seconds", "sink_flush_seconds", "sink_retry_max_seconds",
@@ -192,7 +212,7 @@ class Settings:
                      "pool_memory_gib", "pool_cpu_cores", "reservation_ttl_seconds",
                      "reservation_max_lifetime_seconds",
                      "telemetry_window_seconds", "miss_alert_ratio",
-                     "web_forward_timeout_seconds"):
+                     "web_forward_timeout_seconds", "temporal_poll_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{env_name(name)} must be positive")
         for name in ("confidence_threshold", "likely_next_probability"):

@@ -1,0 +1,281 @@
+"""Shadowing a real Temporal server: ``shadowflow temporal follow`` and ``promote``.
+
+**Follow.** The adapter lists the executions the visibility query selects
+(``SHADOWFLOW_TEMPORAL_QUERY``; empty: all) every ``SHADOWFLOW_TEMPORAL_POLL_SECONDS`` and follows
+each run's history with Temporal's long poll (``GetWorkflowExecutionHistory`` with
+``wait_new_event``), page by page: each page is translated (``streams.temporal.translate``: one
+shadowflow event per Temporal event, sequence = event id), published on ``wf.history`` in
+envelopes, flushed, and only then checkpointed (``SHADOWFLOW_TEMPORAL_CHECKPOINT_FILE``: the last
+event id published per run). After a restart each run is read again from its start, to rebuild
+what its activities are, and published from after its checkpoint: nothing is lost, and what a
+crash between a flush and its checkpoint publishes twice is absorbed (the mirror ignores a
+sequence it has, ClickHouse rows collapse). A run continued as new is followed into its new run.
+
+**State.** Every ``SHADOWFLOW_TEMPORAL_SNAPSHOT_EVERY`` events, at a workflow task's end, the
+adapter asks the workflow's ``shadowflow_state`` query (``streams.temporal.state``) and publishes
+the answer on ``wf.state`` as the primary's ``StateSnapshot``, at the sequence ending the commands
+of the workflow task it reflects.
+
+**Promote.** ``promote`` asks a shadowflow worker for the mirror's state
+(``POST /shadow/{id}/promote``) and starts the workflow again with ``{"shadowflow_resume":
+variables}`` (terminating the failed or orphaned execution if it still runs), so it goes on from
+there without replaying its history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent as TemporalEvent
+from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import WorkflowIDConflictPolicy
+
+from schemas.records import HistoryEvent, StateSnapshot
+from streams.runtime.clock import now_ms
+from streams.runtime.kafka import Publisher
+from streams.temporal.state import QUERY, RESUME_KEY
+from streams.temporal.translate import RunTranslator, command_task
+from topology.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 1000
+LONG_POLL = timedelta(seconds=70)
+"""Longest one long poll may take (the server answers within about 20 s when nothing comes)."""
+
+
+class Checkpoints:
+    """The last event id published per run, in a JSON file rewritten atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.positions: dict[str, int] = {}
+        self.finished: set[str] = set()
+        if self.path.exists():
+            document = json.loads(self.path.read_text() or "{}")
+            self.positions = {k: int(v) for k, v in document.get("positions", {}).items()}
+            self.finished = set(document.get("finished", []))
+
+    @staticmethod
+    def key(workflow_id: str, run_id: str) -> str:
+        return f"{workflow_id}\x1f{run_id}"
+
+    def position(self, workflow_id: str, run_id: str) -> int:
+        """The last event id published of the run (0: none)."""
+        return self.positions.get(self.key(workflow_id, run_id), 0)
+
+    def save(self, workflow_id: str, run_id: str, event_id: int, finished: bool = False) -> None:
+        """Record that the run's events up to ``event_id`` are on the broker."""
+        key = self.key(workflow_id, run_id)
+        self.positions[key] = max(event_id, self.positions.get(key, 0))
+        if finished:
+            self.finished.add(key)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"positions": self.positions,
+                                         "finished": sorted(self.finished)}))
+        os.replace(temporary, self.path)
+
+
+@dataclass
+class _Snapshots:
+    """The run's pending state snapshots: the query answered with the state as of the workflow
+    task started at ``history_length``; it is published at the sequence where that task's
+    commands end, once the adapter has read past them."""
+
+    every: int
+    since_last: int = 0
+    waiting: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    task_end: dict[int, int] = field(default_factory=dict)
+    highest: int = 0
+
+    def saw(self, event: TemporalEvent) -> None:
+        task = command_task(event)
+        if task is not None:
+            self.task_end[task] = max(self.task_end.get(task, task), event.event_id)
+        self.highest = event.event_id
+        self.since_last += 1
+
+    def due(self, event: TemporalEvent) -> bool:
+        """Whether to ask for the state after ``event`` (a workflow task just ended)."""
+        return (event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+                and self.since_last >= self.every)
+
+    def ready(self, closed: bool) -> list[tuple[int, dict[str, Any]]]:
+        """The waiting snapshots whose task's commands have all been read, with their sequence.
+        Temporal writes a task's completion and its commands together, so a task is complete
+        once an event after its commands was read (or the run closed)."""
+        out, keep = [], []
+        for length, variables in self.waiting:
+            completed = length + 1  # WORKFLOW_TASK_COMPLETED follows WORKFLOW_TASK_STARTED
+            end = self.task_end.get(completed, completed)
+            if self.highest > end or (closed and self.highest >= completed):
+                out.append((end, variables))
+            else:
+                keep.append((length, variables))
+        self.waiting = keep
+        return out
+
+
+class Adapter:
+    """Follows the histories of a Temporal namespace onto the broker (see the module docstring)."""
+
+    def __init__(self, settings: Settings, client: Client, publisher: Publisher | None = None,
+                 checkpoints: Checkpoints | None = None) -> None:
+        self.settings = settings
+        self.client = client
+        self.publisher = publisher or Publisher(settings)
+        self.checkpoints = checkpoints or Checkpoints(settings.temporal_checkpoint_file)
+        self.published = 0
+        self.snapshots_published: list[StateSnapshot] = []
+        self._following: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Discover and follow runs until ``stop`` is set (or for ever)."""
+        stop = stop or asyncio.Event()
+        try:
+            while not stop.is_set():
+                await self.discover()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.temporal_poll_seconds)
+        finally:
+            for task in self._following.values():
+                task.cancel()
+            await asyncio.gather(*self._following.values(), return_exceptions=True)
+
+    async def discover(self) -> None:
+        """Start following every selected run not followed or finished yet."""
+        query = self.settings.temporal_query or None
+        async for execution in self.client.list_workflows(query):
+            key = (execution.id, execution.run_id)
+            if (key in self._following
+                    or Checkpoints.key(*key) in self.checkpoints.finished):
+                continue
+            self._following[key] = asyncio.ensure_future(self.follow(*key))
+
+    async def follow(self, workflow_id: str, run_id: str) -> None:
+        """Follow one run to its end, then the run it continued as, if any."""
+        while run_id:
+            try:
+                run_id = await self._follow_run(workflow_id, run_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("following %s/%s failed; retrying in 1s", workflow_id, run_id)
+                await asyncio.sleep(1.0)
+
+    async def _follow_run(self, workflow_id: str, run_id: str) -> str:
+        translator = RunTranslator(workflow_id, run_id)
+        snapshots = _Snapshots(self.settings.temporal_snapshot_every)
+        done = self.checkpoints.position(workflow_id, run_id)
+        request = GetWorkflowExecutionHistoryRequest(
+            namespace=self.client.namespace,
+            execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id),
+            maximum_page_size=PAGE_SIZE, wait_new_event=True)
+        next_run = ""
+        while True:
+            response = await self.client.workflow_service.get_workflow_execution_history(
+                request, retry=True, timeout=LONG_POLL)
+            events = list(response.history.events)
+            fresh: list[HistoryEvent] = []
+            ask = False
+            for event in events:
+                translated = translator.translate(event)  # every one: it learns activities
+                snapshots.saw(event)
+                attributes = event.WhichOneof("attributes") or ""
+                next_run = getattr(getattr(event, attributes), "new_execution_run_id",
+                                   "") or next_run
+                if event.event_id > done:
+                    fresh.append(translated)
+                    ask = ask or snapshots.due(event)
+            closed = not response.next_page_token
+            if fresh:
+                self.publisher.send_history(fresh, per_message=500)
+                self.publisher.flush()
+                done = fresh[-1].sequence
+                self.published += len(fresh)
+            # Saved before the next await: a cancelled adapter never publishes a page twice.
+            self.checkpoints.save(workflow_id, run_id, done, finished=closed)
+            if ask and not closed:
+                await self._ask_state(workflow_id, run_id, snapshots)
+            self._publish_snapshots(workflow_id, run_id, snapshots.ready(closed))
+            if closed:
+                return next_run
+            request.next_page_token = response.next_page_token
+
+    async def _ask_state(self, workflow_id: str, run_id: str, snapshots: _Snapshots) -> None:
+        handle = self.client.get_workflow_handle(workflow_id, run_id=run_id)
+        try:
+            answer = await handle.query(QUERY, rpc_timeout=timedelta(seconds=5))
+        except Exception as exc:  # no such query, worker gone: the mirror goes on alone
+            log.debug("%s/%s: no state from the %s query: %s", workflow_id, run_id, QUERY, exc)
+            return
+        if isinstance(answer, dict) and isinstance(answer.get("variables"), dict):
+            snapshots.waiting.append((int(answer.get("history_length", 0)),
+                                      answer["variables"]))
+            snapshots.since_last = 0
+
+    def _publish_snapshots(self, workflow_id: str, run_id: str,
+                           ready: Iterable[tuple[int, dict[str, Any]]]) -> None:
+        for sequence, variables in ready:
+            snapshot = StateSnapshot(workflow_id, run_id, sequence, now_ms(), variables)
+            self.publisher.send_state(snapshot)
+            self.snapshots_published.append(snapshot)
+        self.publisher.flush()
+
+
+async def connect(settings: Settings) -> Client:
+    """A client of the configured Temporal server and namespace."""
+    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+
+
+def mirror_state(settings: Settings, workflow_id: str) -> dict[str, Any]:
+    """The mirror's promotion answer from a shadowflow worker (with the API token if set)."""
+    from urllib.parse import quote
+
+    request = urllib.request.Request(
+        f"{settings.temporal_shadowflow_url or settings.advertised_url}/shadow/"
+        f"{quote(workflow_id, safe='')}/promote", data=b"", method="POST")
+    token = settings.api_token_value()
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+async def promote(settings: Settings, client: Client, workflow_id: str,
+                  task_queue: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Start ``workflow_id`` again from the mirror's state; returns the new run id and the
+    state it resumed from."""
+    state = await asyncio.to_thread(mirror_state, settings, workflow_id)
+    handle = await client.start_workflow(
+        state["workflow_type"], {RESUME_KEY: state["variables"]}, id=workflow_id,
+        task_queue=task_queue or settings.temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
+    log.info("promoted %s from the mirror's state at sequence %d: new run %s", workflow_id,
+             state["sequence"], handle.result_run_id)
+    return handle.result_run_id or "", state
+
+
+async def wait_closed(client: Client, workflow_id: str, timeout: float = 60.0) -> None:
+    """Wait until the workflow's latest run is closed."""
+    deadline = time.monotonic() + timeout
+    handle = client.get_workflow_handle(workflow_id)
+    while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{workflow_id} still running after {timeout:.0f}s")
+        await asyncio.sleep(0.2)
