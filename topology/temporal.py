@@ -54,6 +54,8 @@ from topology.settings import Settings
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
+QUERY_TIMEOUT = timedelta(seconds=2)
+QUIET_AFTER_FAILED_QUERY = 30.0
 LONG_POLL = timedelta(seconds=70)
 """Longest one long poll may take (the server answers within about 20 s when nothing comes)."""
 
@@ -99,6 +101,9 @@ class _Snapshots:
 
     every: int
     since_last: int = 0
+    quiet_until: float = 0.0
+    """After an unanswered query (no worker, no such query), none is asked before this
+    (monotonic seconds): a run being caught up on, or whose worker is gone, costs no waits."""
     waiting: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     task_end: dict[int, int] = field(default_factory=dict)
     highest: int = 0
@@ -113,7 +118,7 @@ class _Snapshots:
     def due(self, event: TemporalEvent) -> bool:
         """Whether to ask for the state after ``event`` (a workflow task just ended)."""
         return (event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
-                and self.since_last >= self.every)
+                and self.since_last >= self.every and time.monotonic() >= self.quiet_until)
 
     def ready(self, closed: bool) -> list[tuple[int, dict[str, Any]]]:
         """The waiting snapshots whose task's commands have all been read, with their sequence.
@@ -178,6 +183,10 @@ class Adapter:
                 log.exception("following %s/%s failed; retrying in 1s", workflow_id, run_id)
                 await asyncio.sleep(1.0)
 
+    async def follow_once(self, workflow_id: str, run_id: str) -> str:
+        """Follow one run to its end; returns the run it continued as ("" if none)."""
+        return await self._follow_run(workflow_id, run_id)
+
     async def _follow_run(self, workflow_id: str, run_id: str) -> str:
         translator = RunTranslator(workflow_id, run_id)
         snapshots = _Snapshots(self.settings.temporal_snapshot_every)
@@ -220,9 +229,10 @@ class Adapter:
     async def _ask_state(self, workflow_id: str, run_id: str, snapshots: _Snapshots) -> None:
         handle = self.client.get_workflow_handle(workflow_id, run_id=run_id)
         try:
-            answer = await handle.query(QUERY, rpc_timeout=timedelta(seconds=5))
+            answer = await handle.query(QUERY, rpc_timeout=QUERY_TIMEOUT)
         except Exception as exc:  # no such query, worker gone: the mirror goes on alone
             log.debug("%s/%s: no state from the %s query: %s", workflow_id, run_id, QUERY, exc)
+            snapshots.quiet_until = time.monotonic() + QUIET_AFTER_FAILED_QUERY
             return
         if isinstance(answer, dict) and isinstance(answer.get("variables"), dict):
             snapshots.waiting.append((int(answer.get("history_length", 0)),

@@ -1,0 +1,167 @@
+"""Shadowing Temporal: recovery by promotion against Temporal's own replay, at 1k / 10k / 50k
+history events, and how fast the adapter follows a history.
+
+For each size, the example pipeline (``examples/temporal_pipeline.py``, activities doing no
+work) runs on a real dev server, shadowed by a worker and the adapter, until its history has
+about that many events; its Temporal worker is then killed and a new one started. Measured:
+
+- promotion: from ``promote`` (the mirror's state fetched, the run started again from it) to the
+  resumed run's next activity scheduled (the server's timestamp);
+- replay, the reference: ``temporalio.worker.Replayer`` replaying the orphaned run's history (what
+  a fresh worker does before it can schedule the next activity); median of 3 (1 at 50k);
+- the adapter: a fresh adapter following the orphaned history from its start (fetch, translate,
+  publish, flush), in events/s, against the same pages fetched and dropped (the do-nothing
+  reference, in the same run).
+
+    .venv/bin/python bench/bench_temporal.py [SIZE ...]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
+from temporalio.client import Client
+from temporalio.worker import Replayer
+
+from bench._common import bench_stack
+from examples.temporal_pipeline import WORKFLOW_TYPE, ShadowedPipeline, start_worker_process
+from infra.temporal import dev_server
+from topology.settings import Settings
+from topology.temporal import Adapter, Checkpoints, promote
+from topology.temporal_demo import EVENTS_PER_STEP, _mirror_state
+from topology.worker import prepare
+from topology.worker_process import WorkerProcess
+
+SIZES = (1_000, 10_000, 50_000)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _wait(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await check()
+        if value:
+            return value
+        await asyncio.sleep(0.2)
+    raise TimeoutError(what)
+
+
+async def one_size(settings: Settings, size: int, folder: Path) -> dict[str, float]:
+    client = await Client.connect(settings.temporal_address)
+    example = start_worker_process(settings, folder / "example.log")
+    adapter = Adapter(settings, client)
+    stop = asyncio.Event()
+    following = asyncio.ensure_future(adapter.run(stop))
+    target = max(1, (size - 8) // EVENTS_PER_STEP)
+    workflow_id = f"bench-{size}-{uuid.uuid4().hex[:6]}"
+    handle = await client.start_workflow(
+        WORKFLOW_TYPE, {"steps": target * 2, "megabytes": 0, "rounds": 0}, id=workflow_id,
+        task_queue=settings.temporal_task_queue)
+
+    async def reached() -> bool:
+        state = await asyncio.to_thread(_mirror_state, settings, workflow_id)
+        return state.get("variables", {}).get("step", 0) >= target
+
+    await _wait(reached, 900, f"{size}: step {target} mirrored")
+    example.kill()
+    example.wait(10)
+    history = await handle.fetch_history()
+    example = start_worker_process(settings, folder / "example.log")
+    await asyncio.sleep(2.0)
+    asked = time.time()
+    run_id, _ = await promote(settings, client, workflow_id)
+    resumed = client.get_workflow_handle(workflow_id, run_id=run_id)
+
+    async def scheduled() -> float | None:
+        async for event in resumed.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                return event.event_time.ToDatetime(tzinfo=UTC).timestamp()
+        return None
+
+    promotion_ms = (await _wait(scheduled, 60, "next activity") - asked) * 1000
+    await resumed.terminate("benchmark done")
+    stop.set()
+    await following
+    example.kill()
+    example.wait(10)
+    replayer = Replayer(workflows=[ShadowedPipeline])
+    replays = []
+    for _ in range(1 if size >= 50_000 else 3):
+        started = time.perf_counter()
+        await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        replays.append((time.perf_counter() - started) * 1000)
+    follow_s, fetch_s = await _adapter_rates(settings, client, workflow_id,
+                                             handle.result_run_id or "", folder)
+    events = len(history.events)
+    return {"events": events, "promotion_ms": promotion_ms,
+            "replay_ms": statistics.median(replays),
+            "adapter_events_s": events / follow_s, "fetch_events_s": events / fetch_s}
+
+
+async def _adapter_rates(settings: Settings, client: Client, workflow_id: str, run_id: str,
+                         folder: Path) -> tuple[float, float]:
+    """Seconds a fresh adapter takes to publish the orphaned run's history, and to fetch it."""
+    fresh = Adapter(settings, client, checkpoints=Checkpoints(
+        folder / f"bench-{uuid.uuid4().hex[:6]}.json"))
+    started = time.perf_counter()
+    await fresh.follow_once(workflow_id, run_id)
+    follow_s = time.perf_counter() - started
+    request = GetWorkflowExecutionHistoryRequest(
+        namespace=client.namespace,
+        execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id),
+        maximum_page_size=1000)
+    started = time.perf_counter()
+    while True:
+        response = await client.workflow_service.get_workflow_execution_history(request)
+        if not response.next_page_token:
+            break
+        request.next_page_token = response.next_page_token
+    return follow_s, time.perf_counter() - started
+
+
+def main() -> None:
+    sizes = [int(a) for a in sys.argv[1:]] or list(SIZES)
+    folder = Path(tempfile.mkdtemp(prefix="shadowflow-bench-temporal-"))
+    port = _free_port()
+    with bench_stack(mirror_compare_wait_seconds=5.0) as base, \
+            dev_server(port, folder / "server.log") as address:
+        queue = f"bench-{uuid.uuid4().hex[:6]}"
+        settings = base.with_overrides(
+            temporal_address=address, temporal_query=f"TaskQueue='{queue}'",
+            temporal_task_queue=queue, temporal_snapshot_every=50, temporal_poll_seconds=0.5,
+            temporal_checkpoint_file=folder / "checkpoints.json", web_port=_free_port())
+        prepare(settings)
+        worker = WorkerProcess(settings, folder / "worker.log").start(timeout=120)
+        settings = settings.with_overrides(temporal_shadowflow_url=worker.settings.advertised_url)
+        try:
+            rows = [asyncio.run(one_size(settings, size, folder)) for size in sizes]
+        finally:
+            worker.stop()
+    print(f"{'events':>8} {'promotion ms':>13} {'replay ms':>10} {'replay/promotion':>17} "
+          f"{'adapter ev/s':>13} {'fetch only ev/s':>16}")
+    for row in rows:
+        print(f"{row['events']:>8} {row['promotion_ms']:>13.1f} {row['replay_ms']:>10.1f} "
+              f"{row['replay_ms'] / row['promotion_ms']:>16.1f}x "
+              f"{row['adapter_events_s']:>13,.0f} {row['fetch_events_s']:>16,.0f}")
+
+
+if __name__ == "__main__":
+    main()
