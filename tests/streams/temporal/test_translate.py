@@ -99,3 +99,25 @@ def test_commands_name_their_workflow_task() -> None:
                                                  None, 4]
     assert scalars({"a": 1, "b": float("inf"), "c": "x" * 70_000, "d": None}) == {"a": 1,
                                                                                   "d": None}
+
+
+def test_a_snapshot_waits_for_the_end_of_its_tasks_commands(tmp_path) -> None:
+    from topology.temporal import Checkpoints, _Snapshots
+
+    snapshots = _Snapshots(every=1)
+    events = history()
+    for e in events[:5]:  # up to the task's completion (4) and its first command (5)
+        snapshots.saw(e)
+    # The state as of the task started at 3: it ends with that task's commands.
+    snapshots.waiting.append((3, {"total": 0}))
+    assert snapshots.ready(closed=False) == []  # more commands of task 4 may follow
+    for e in events[5:7]:
+        snapshots.saw(e)
+    assert snapshots.ready(closed=False) == [(6, {"total": 0})]  # 7 is not a command of 4
+    checkpoints = Checkpoints(tmp_path / "c.json")
+    checkpoints.save("w", "r", 6)
+    checkpoints.save("w", "r", 4)  # never backwards
+    checkpoints.save("w", "r2", 9, finished=True)
+    again = Checkpoints(tmp_path / "c.json")
+    assert again.position("w", "r") == 6 and again.position("w", "other") == 0
+    assert again.finished == {Checkpoints.key("w", "r2")}
