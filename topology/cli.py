@@ -142,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     temporal.add_argument("workflow_id", nargs="?", help="with promote: the workflow to resume")
     temporal.add_argument("--task-queue", help="with promote: where the resumed run goes "
                           "(default SHADOWFLOW_TEMPORAL_TASK_QUEUE)")
+    temporal.add_argument("--full-state", action="store_true",
+                          help="with promote: resume with every variable, per-action ones too")
     temporal.add_argument("--events", type=int, default=1000,
                           help="with demo: about how many history events the pipeline makes")
     temporal.add_argument("--json", metavar="FILE", help="with demo: also write the figures")
@@ -258,7 +260,7 @@ def _temporal(settings: Settings, args: argparse.Namespace) -> int:
     async def resume() -> None:
         client = await temporal.connect(settings)
         run_id, state = await temporal.promote(settings, client, args.workflow_id,
-                                               args.task_queue)
+                                               args.task_queue, args.full_state)
         print(f"{args.workflow_id} resumed as run {run_id} from the mirror's state at sequence "
               f"{state['sequence']}")
     asyncio.run(resume())

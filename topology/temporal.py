@@ -18,8 +18,9 @@ of the workflow task it reflects.
 
 **Promote.** ``promote`` asks a shadowflow worker for the mirror's state
 (``POST /shadow/{id}/promote``) and starts the workflow again with ``{"shadowflow_resume":
-variables}`` (terminating the failed or orphaned execution if it still runs), so it goes on from
-there without replaying its history.
+variables}`` (its own variables and the ``wf.*`` counters: ``resume_state``), terminating the
+failed or orphaned execution if it still runs, so it goes on from there without replaying its
+history.
 """
 
 from __future__ import annotations
@@ -267,13 +268,28 @@ def mirror_state(settings: Settings, workflow_id: str) -> dict[str, Any]:
         return json.loads(answer.read())
 
 
+PER_ACTION = ("action.", "result.")
+"""Variables of single actions (their status, their results), left out of a resumed run's
+state unless asked for: what they did is in the workflow's own variables and the failed run's
+history, and the state a promotion carries then does not grow with the history."""
+
+
+def resume_state(variables: dict[str, Any], full: bool = False) -> dict[str, Any]:
+    """The state a promoted run starts from: the workflow's own variables and the ``wf.*``
+    counters (with ``full``, every variable)."""
+    return dict(variables) if full else {
+        name: value for name, value in variables.items() if not name.startswith(PER_ACTION)}
+
+
 async def promote(settings: Settings, client: Client, workflow_id: str,
-                  task_queue: str | None = None) -> tuple[str, dict[str, Any]]:
-    """Start ``workflow_id`` again from the mirror's state; returns the new run id and the
-    state it resumed from."""
+                  task_queue: str | None = None, full: bool = False,
+                  ) -> tuple[str, dict[str, Any]]:
+    """Start ``workflow_id`` again from the mirror's state (``resume_state``); returns the new
+    run id and the mirror's state it resumed from."""
     state = await asyncio.to_thread(mirror_state, settings, workflow_id)
     handle = await client.start_workflow(
-        state["workflow_type"], {RESUME_KEY: state["variables"]}, id=workflow_id,
+        state["workflow_type"], {RESUME_KEY: resume_state(state["variables"], full)},
+        id=workflow_id,
         task_queue=task_queue or settings.temporal_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
     log.info("promoted %s from the mirror's state at sequence %d: new run %s", workflow_id,
