@@ -46,6 +46,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy
 
 from schemas.records import HistoryEvent, StateSnapshot
+from streams.mirror.run import own_variables
 from streams.runtime.clock import now_ms
 from streams.runtime.kafka import Publisher
 from streams.temporal.state import QUERY, RESUME_KEY
@@ -254,13 +255,15 @@ async def connect(settings: Settings) -> Client:
     return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
 
 
-def mirror_state(settings: Settings, workflow_id: str) -> dict[str, Any]:
-    """The mirror's promotion answer from a shadowflow worker (with the API token if set)."""
+def mirror_state(settings: Settings, workflow_id: str, full: bool = True) -> dict[str, Any]:
+    """The mirror's promotion answer from a shadowflow worker (with the API token if set);
+    without ``full``, only the run's own variables and the ``wf.*`` counters."""
     from urllib.parse import quote
 
     request = urllib.request.Request(
         f"{settings.temporal_shadowflow_url or settings.advertised_url}/shadow/"
-        f"{quote(workflow_id, safe='')}/promote", data=b"", method="POST")
+        f"{quote(workflow_id, safe='')}/promote" + ("" if full else "?variables=own"),
+        data=b"", method="POST")
     token = settings.api_token_value()
     if token:
         request.add_header("Authorization", f"Bearer {token}")
@@ -268,17 +271,12 @@ def mirror_state(settings: Settings, workflow_id: str) -> dict[str, Any]:
         return json.loads(answer.read())
 
 
-PER_ACTION = ("action.", "result.")
-"""Variables of single actions (their status, their results), left out of a resumed run's
-state unless asked for: what they did is in the workflow's own variables and the failed run's
-history, and the state a promotion carries then does not grow with the history."""
-
-
 def resume_state(variables: dict[str, Any], full: bool = False) -> dict[str, Any]:
     """The state a promoted run starts from: the workflow's own variables and the ``wf.*``
-    counters (with ``full``, every variable)."""
-    return dict(variables) if full else {
-        name: value for name, value in variables.items() if not name.startswith(PER_ACTION)}
+    counters (with ``full``, every variable, the per-action ``action.*`` and ``result.*`` too:
+    what those did is in the own variables and the failed run's history, and without them the
+    state a promotion carries does not grow with the history)."""
+    return dict(variables) if full else own_variables(variables)
 
 
 async def promote(settings: Settings, client: Client, workflow_id: str,
@@ -286,7 +284,7 @@ async def promote(settings: Settings, client: Client, workflow_id: str,
                   ) -> tuple[str, dict[str, Any]]:
     """Start ``workflow_id`` again from the mirror's state (``resume_state``); returns the new
     run id and the mirror's state it resumed from."""
-    state = await asyncio.to_thread(mirror_state, settings, workflow_id)
+    state = await asyncio.to_thread(mirror_state, settings, workflow_id, full)
     handle = await client.start_workflow(
         state["workflow_type"], {RESUME_KEY: resume_state(state["variables"], full)},
         id=workflow_id,

@@ -14,7 +14,7 @@ from faust.web import Request, Response, View
 from schemas.records import EventKind, HistoryEvent, Value
 from streams.mirror.definitions import DefinitionError, DefinitionRegistry, parse_definition
 from streams.mirror.registry import Mirrors
-from streams.mirror.run import RunMirror
+from streams.mirror.run import RunMirror, own_variables
 from streams.runtime.clock import now_ms
 from streams.runtime.forwarding import Forwarding
 from streams.runtime.http import BadRequest, NotFound, json_body, json_errors
@@ -22,10 +22,11 @@ from streams.runtime.http import BadRequest, NotFound, json_body, json_errors
 MAX_WHAT_IF_EVENTS = 10_000
 
 
-def _state(mirror: RunMirror) -> dict[str, Any]:
+def _state(mirror: RunMirror, own: bool = False) -> dict[str, Any]:
+    variables = own_variables(mirror.variables) if own else mirror.variables
     return {"workflow_id": mirror.workflow_id, "run_id": mirror.run_id,
             "workflow_type": mirror.workflow_type, "sequence": mirror.sequence,
-            "variables": dict(sorted(mirror.variables.items())),
+            "variables": dict(sorted(variables.items())),
             "pending": sorted(mirror.pending), "duplicates": mirror.duplicates,
             "gaps": [[g.first, g.last] for g in mirror.gaps]}
 
@@ -104,13 +105,17 @@ def register_routes(app: faust.App, mirrors: Mirrors, definitions: DefinitionReg
     @app.page("/shadow/{workflow_id}/promote")
     class Promote(View):
         """POST: everything a new primary needs to resume: the state at the latest sequence
-        and the events applied since the last snapshot (the final synchronization step)."""
+        and the events applied since the last snapshot (the final synchronization step). With
+        ``?variables=own``, only the run's own variables and the ``wf.*`` counters."""
 
         @forwarding.route("workflow_id")
         @json_errors
         async def post(self, request: Request, workflow_id: str) -> Response:
+            which = request.query.get("variables", "all")
+            if which not in ("all", "own"):
+                raise BadRequest("variables must be all or own")
             found = await mirror_of(workflow_id)
-            body = _state(found)
+            body = _state(found, own=which == "own")
             body["snapshot_sequence"] = found.snapshot_sequence
             body["events_since_snapshot"] = [e.to_avro() for e in found.since_snapshot]
             body["tail_complete"] = found.tail_complete

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,14 @@ _ACTION = {
     EventKind.ACTION_FAILED: ("FAILED", "wf.actions.failed"),
 }
 COUNTERS = tuple(counter for _, counter in _ACTION.values())
+PER_ACTION = ("action.", "result.")
+"""The state vector's per-action variables (``action.<id>``, ``result.<id>.<key>``): the rest are
+the run's own variables and the ``wf.*`` counters, whose size does not grow with the history."""
+
+
+def own_variables(variables: Mapping[str, Any]) -> dict[str, Any]:
+    """``variables`` without the per-action ones (``PER_ACTION``)."""
+    return {name: value for name, value in variables.items() if not name.startswith(PER_ACTION)}
 
 
 @dataclass(frozen=True)

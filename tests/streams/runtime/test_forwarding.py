@@ -263,6 +263,10 @@ def check_mirror_routes(bases: list[str], owner: Owners, runs: dict[str, list[Hi
             promoted = call_as(token, "POST", f"{base}/shadow/{url}/promote")
             assert promoted.status == 200 and promoted.body["sequence"] == last
             documented("POST", "/shadow/{workflow_id}/promote", promoted)
+            own = call_as(token, "POST", f"{base}/shadow/{url}/promote?variables=own")
+            assert own.status == 200 and own.body["variables"] == {
+                k: v for k, v in expected.items() if not k.startswith(("action.", "result."))}
+            documented("POST", "/shadow/{workflow_id}/promote", own)
             budget = 10.5 + i
             what_if = call_as(token, "POST", f"{base}/shadow/{url}/what-if", {"events": [
                 {"kind": "STATE_UPDATED", "values": {"budget": budget}}]})
