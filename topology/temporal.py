@@ -56,6 +56,8 @@ from topology.settings import Settings
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
+CATCHING_UP_SECONDS = 10.0
+"""A workflow task completed longer ago than this is history being caught up on: no query."""
 QUERY_TIMEOUT = timedelta(seconds=2)
 QUIET_AFTER_FAILED_QUERY = 30.0
 LONG_POLL = timedelta(seconds=70)
@@ -118,9 +120,13 @@ class _Snapshots:
         self.since_last += 1
 
     def due(self, event: TemporalEvent) -> bool:
-        """Whether to ask for the state after ``event`` (a workflow task just ended)."""
+        """Whether to ask for the state after ``event``: a workflow task just ended, and it is
+        recent (the query answers with the state now: while the adapter catches up on an old
+        history, asking would only cost a wait)."""
         return (event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
-                and self.since_last >= self.every and time.monotonic() >= self.quiet_until)
+                and self.since_last >= self.every and time.monotonic() >= self.quiet_until
+                and time.time() - event.event_time.ToMilliseconds() / 1000
+                < CATCHING_UP_SECONDS)
 
     def ready(self, closed: bool) -> list[tuple[int, dict[str, Any]]]:
         """The waiting snapshots whose task's commands have all been read, with their sequence.
