@@ -14,7 +14,9 @@ sequence it has, ClickHouse rows collapse). A run continued as new is followed i
 **State.** Every ``SHADOWFLOW_TEMPORAL_SNAPSHOT_EVERY`` events, at a workflow task's end, the
 adapter asks the workflow's ``shadowflow_state`` query (``streams.temporal.state``) and publishes
 the answer on ``wf.state`` as the primary's ``StateSnapshot``, at the sequence ending the commands
-of the workflow task it reflects.
+of the workflow task it reflects. It does not ask while catching up on events older than
+``CATCHING_UP_SECONDS`` (the answer would be the state now, far ahead), nor for 30 s after a query
+went unanswered (no worker, or no such query).
 
 **Promote.** ``promote`` asks a shadowflow worker for the mirror's state
 (``POST /shadow/{id}/promote``) and starts the workflow again with ``{"shadowflow_resume":
