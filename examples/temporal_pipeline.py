@@ -5,7 +5,8 @@ real CPU (hashing) and memory (a buffer), keeping its state vector with ``Shadow
 
 runs a Temporal worker for it (with the telemetry interceptor publishing to the broker of the
 ``SHADOWFLOW_*`` settings). Started with ``{"steps": n}``, it runs ``crunch`` n times, adds each
-result's ``value`` to ``total`` and records ``step`` and ``total``; with ``"corrupt_at_step": k``
+result's ``value`` to ``total`` and records ``step`` and ``total``; with ``"continue_every": c``
+it continues as new every c steps, carrying its state; with ``"corrupt_at_step": k``
 its in-memory ``total`` is off by 1,000 from step k on, as a non-deterministic bug would leave
 it (the history, and so the mirror, keep the true total). Promoted (``{"shadowflow_resume":
 state}``) it goes on from the step the state says.
@@ -27,6 +28,7 @@ from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from streams.temporal.state import RESUME_KEY as RESUME
     from streams.temporal.state import ShadowState
 
 WORKFLOW_TYPE = "ShadowedPipeline"
@@ -71,6 +73,11 @@ class ShadowedPipeline:
             self.state.set("step", step + 1)
             if corrupt_at is not None and step >= int(corrupt_at):
                 self.state.corrupt("total", total + CORRUPTION)
+            every = int(request.get("continue_every") or 0)
+            if every and (step + 1) % every == 0 and step + 1 < steps:
+                # A long pipeline goes on in a new run, carrying its state (not its history).
+                workflow.continue_as_new({**{k: v for k, v in request.items() if k != RESUME},
+                                          RESUME: self.state.carried()})
         self.state.finish()
         return {"total": total, "steps": steps}
 

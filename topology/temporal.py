@@ -183,15 +183,25 @@ class Adapter:
             self._following[key] = asyncio.ensure_future(self.follow(*key))
 
     async def follow(self, workflow_id: str, run_id: str) -> None:
-        """Follow one run to its end, then the run it continued as, if any."""
+        """Follow one run to its end, then the run it continued as, if any (unless discovery
+        already follows that one)."""
         while run_id:
             try:
+                following = run_id
                 run_id = await self._follow_run(workflow_id, run_id)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("following %s/%s failed; retrying in 1s", workflow_id, run_id)
                 await asyncio.sleep(1.0)
+                continue
+            if run_id:
+                log.info("%s: run %s continued as %s", workflow_id, following, run_id)
+                if (workflow_id, run_id) in self._following:
+                    return
+                task = asyncio.current_task()
+                if task is not None:
+                    self._following[(workflow_id, run_id)] = task  # type: ignore[assignment]
 
     async def follow_once(self, workflow_id: str, run_id: str) -> str:
         """Follow one run to its end; returns the run it continued as ("" if none)."""

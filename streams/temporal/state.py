@@ -42,6 +42,9 @@ from temporalio.exceptions import ActivityError
 
 RESUME_KEY = "shadowflow_resume"
 QUERY = "shadowflow_state"
+PER_ACTION = ("action.", "result.")
+"""The per-action variables, as ``streams.mirror.run.PER_ACTION`` (repeated so that workflow
+code imports nothing but the SDK)."""
 COUNTERS = ("wf.actions.scheduled", "wf.actions.started", "wf.actions.completed",
             "wf.actions.failed")
 
@@ -110,6 +113,13 @@ class ShadowState:
                 if _scalar(value):
                     self.variables[f"result.{activity_id}.{key}"] = value
         return result
+
+    def carried(self) -> dict[str, Any]:
+        """The variables a new run goes on from (``{"shadowflow_resume": state.carried()}`` as
+        its input, for continue-as-new): the workflow's own and the ``wf.*`` counters, not the
+        per-action ``action.*`` and ``result.*`` (as a promotion carries)."""
+        return {name: value for name, value in self.variables.items()
+                if not name.startswith(PER_ACTION)}
 
     def finish(self, status: str = "COMPLETED") -> None:
         """Call right before the workflow returns (``COMPLETED``)."""

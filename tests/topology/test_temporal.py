@@ -203,3 +203,45 @@ def test_a_workflow_whose_worker_died_resumes_from_the_mirror(
                           if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
     assert first_activity == f"step-{promoted_step}"  # no step done again, none skipped
     assert not [d for d in deviations(settings, workflow_id) if d[0] == run_id]
+
+
+def test_a_pipeline_continued_as_new_is_followed_into_each_run(
+        shadowed: Settings, tmp_path: Path) -> None:
+    settings = shadowed
+    example = ExampleWorker(settings, tmp_path / "example.log")
+
+    async def scenario() -> tuple[str, dict[str, int], dict[str, Any]]:
+        client = await Client.connect(settings.temporal_address)
+        workflow_id = f"pipe-{uuid.uuid4().hex[:8]}"
+        adapter = Adapter(settings, client)
+        stop = asyncio.Event()
+        following = asyncio.ensure_future(adapter.run(stop))
+        await client.start_workflow(
+            WORKFLOW_TYPE, {"steps": 9, "continue_every": 3, "megabytes": 1, "rounds": 1},
+            id=workflow_id, task_queue=settings.temporal_task_queue)
+        result = await client.get_workflow_handle(workflow_id).result()  # follows the runs
+        lengths = {}
+        async for execution in client.list_workflows(f"WorkflowId='{workflow_id}'"):
+            handle = client.get_workflow_handle(workflow_id, run_id=execution.run_id)
+            lengths[execution.run_id] = len((await handle.fetch_history()).events)
+        await until(lambda: len(Checkpoints(settings.temporal_checkpoint_file).finished) == 3,
+                    what="the three runs followed to their end")
+        stop.set()
+        await following
+        return workflow_id, lengths, result
+
+    workflow_id, lengths, result = asyncio.run(scenario())
+    example.kill()
+    assert result == {"steps": 9, "total": expected_total(9)} and len(lengths) == 3
+
+    def stored() -> dict[str, int]:
+        return dict(connect(settings).execute(
+            "SELECT run_id, uniqExact(sequence) FROM workflow_events WHERE workflow_id = %(w)s "
+            "GROUP BY run_id", {"w": workflow_id}))
+    wait_for(lambda: stored() == lengths, what="every run's events stored")
+    last = wait_for(lambda: (lambda m: m if m.get("variables", {}).get("wf.status")
+                             == "COMPLETED" and m["run_id"] in lengths
+                             and m["variables"].get("step") == 9 else None)(
+        mirror_of(settings, workflow_id)), what="the last run mirrored to its end")
+    assert last["variables"]["total"] == expected_total(9) and last["gaps"] == []
+    assert deviations(settings, workflow_id) == []  # each run's state carried, none disagreeing
