@@ -11,7 +11,6 @@ the process' figures: with one activity at a time per worker process (``max_conc
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import threading
@@ -81,13 +80,28 @@ class Sampler:
 
 def telemetry_batch(workflow_id: str, run_id: str, action_id: str, action_type: str,
                     attempt: int, samples: list[tuple[float, float, int]],
-                    network_bytes: int) -> TelemetryBatch:
-    """The batch of an activity's samples (the first only marks where measuring began)."""
-    stamps, cores, memory = [], [], []
-    for (wall0, cpu0, _), (wall, cpu, rss) in itertools.pairwise(samples):
+                    network_bytes: int, min_interval: float = 0.04) -> TelemetryBatch:
+    """The batch of an activity's samples (the first only marks where measuring began). CPU
+    time advances in clock ticks, so intervals shorter than ``min_interval`` are joined to the
+    next one (a short tail is dropped, an activity shorter than it is one interval), and cores
+    never exceed the machine's."""
+    limit = float(os.cpu_count() or 1)
+    stamps: list[int] = []
+    cores: list[float] = []
+    memory: list[int] = []
+    wall0, cpu0, _ = samples[0]
+    peak = 0
+    for index, (wall, cpu, rss) in enumerate(samples[1:], start=1):
+        peak = max(peak, rss)
+        only = index == len(samples) - 1 and not stamps
+        if wall - wall0 < min_interval and not only:
+            continue
         stamps.append(int(wall * 1000))
-        cores.append(max(0.0, (cpu - cpu0) / max(wall - wall0, 1e-6)))
-        memory.append(rss)
+        cores.append(min(limit, max(0.0, (cpu - cpu0) / max(wall - wall0, 1e-6))))
+        memory.append(peak)
+        wall0, cpu0, peak = wall, cpu, 0
+    if memory and peak:  # the dropped tail's memory still counts
+        memory[-1] = max(memory[-1], peak)
     network = [0] * len(stamps)
     if network:
         network[-1] = network_bytes

@@ -121,3 +121,19 @@ def test_a_snapshot_waits_for_the_end_of_its_tasks_commands(tmp_path) -> None:
     again = Checkpoints(tmp_path / "c.json")
     assert again.position("w", "r") == 6 and again.position("w", "other") == 0
     assert again.finished == {Checkpoints.key("w", "r2")}
+
+
+def test_activity_samples_become_sane_telemetry() -> None:
+    import os
+
+    from streams.temporal.telemetry import telemetry_batch
+
+    # (wall seconds, CPU seconds, resident bytes): a 2-tick CPU jump over 5 ms at the end.
+    samples = [(0.0, 0.0, 100), (0.05, 0.05, 300), (0.10, 0.075, 200), (0.105, 0.095, 900)]
+    batch = telemetry_batch("w", "r", "a", "t", 1, samples, network_bytes=42)
+    assert batch.timestamps_ms == [50, 100]
+    assert batch.cpu_cores == pytest.approx([1.0, 0.5])
+    assert batch.memory_bytes == [300, 900]  # the short tail's peak kept
+    assert batch.network_bytes == [0, 42]
+    short = telemetry_batch("w", "r", "a", "t", 1, [(0.0, 0.0, 1), (0.001, 0.01, 2)], 0)
+    assert short.cpu_cores == [float(os.cpu_count() or 1)] and short.memory_bytes == [2]
