@@ -26,13 +26,11 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
@@ -43,7 +41,14 @@ from examples.temporal_pipeline import WORKFLOW_TYPE, ShadowedPipeline, start_wo
 from infra.temporal import dev_server
 from streams.temporal.state import RESUME_KEY
 from topology.settings import Settings
-from topology.temporal import Adapter, Checkpoints, mirror_state, resume_state
+from topology.temporal import (
+    Adapter,
+    Checkpoints,
+    first_activity_scheduled,
+    mirror_state,
+    poll_until,
+    resume_state,
+)
 from topology.temporal_demo import EVENTS_PER_STEP, _mirror_state
 from topology.worker import prepare
 from topology.worker_process import WorkerProcess
@@ -55,16 +60,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def _wait(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.2)
-    raise TimeoutError(what)
 
 
 async def one_size(settings: Settings, size: int, folder: Path) -> dict[str, float]:
@@ -83,7 +78,7 @@ async def one_size(settings: Settings, size: int, folder: Path) -> dict[str, flo
         state = await asyncio.to_thread(_mirror_state, settings, workflow_id)
         return state.get("variables", {}).get("step", 0) >= target
 
-    await _wait(reached, 900, f"{size}: step {target} mirrored")
+    await poll_until(reached, 900, f"{size}: step {target} mirrored")
     example.kill()
     example.wait(10)
     history = await handle.fetch_history()
@@ -101,13 +96,7 @@ async def one_size(settings: Settings, size: int, folder: Path) -> dict[str, flo
     run_id = started_run.result_run_id or ""
     resumed = client.get_workflow_handle(workflow_id, run_id=run_id)
 
-    async def scheduled() -> float | None:
-        async for event in resumed.fetch_history_events():
-            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-                return event.event_time.ToDatetime(tzinfo=UTC).timestamp()
-        return None
-
-    next_activity = await _wait(scheduled, 60, "next activity")
+    next_activity = await poll_until(lambda: first_activity_scheduled(resumed), 60, "next activity")
     promotion_ms = (next_activity - asked) * 1000
     parts = ((fetched - asked) * 1000, (started - fetched) * 1000,
              (next_activity - started) * 1000)

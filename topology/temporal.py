@@ -34,9 +34,10 @@ import logging
 import os
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -311,6 +312,41 @@ async def promote(settings: Settings, client: Client, workflow_id: str,
     log.info("promoted %s from the mirror's state at sequence %d: new run %s", workflow_id,
              state["sequence"], handle.result_run_id)
     return handle.result_run_id or "", state
+
+
+async def poll_until(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
+    """``await check()`` every 0.1 s until it gives something truthy (returned);
+    ``TimeoutError`` naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await check()
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+async def first_activity_scheduled(handle: Any) -> float | None:
+    """When (epoch seconds, the server's clock) the run of ``handle`` first scheduled an
+    activity; ``None`` while it has not."""
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            return event.event_time.ToDatetime(tzinfo=UTC).timestamp()
+    return None
+
+
+@asynccontextmanager
+async def following(settings: Settings) -> AsyncIterator[tuple[Client, Adapter]]:
+    """A client and an adapter following the selected runs until the block ends."""
+    client = await connect(settings)
+    adapter = Adapter(settings, client)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(adapter.run(stop))
+    try:
+        yield client, adapter
+    finally:
+        stop.set()
+        await task
 
 
 async def wait_closed(client: Client, workflow_id: str, timeout: float = 60.0) -> None:

@@ -21,10 +21,8 @@ import socket
 import statistics
 import time
 import uuid
-from datetime import UTC
 from typing import Any
 
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer
 
@@ -39,7 +37,7 @@ from infra.temporal import dev_server
 from sinks.clickhouse import connect
 from topology.demo import fresh_database
 from topology.settings import Settings
-from topology.temporal import Adapter, promote
+from topology.temporal import Adapter, first_activity_scheduled, poll_until, promote
 from topology.worker import prepare
 from topology.worker_process import WorkerProcess
 
@@ -98,16 +96,6 @@ def run_temporal_demo(settings: Settings, events: int = 1000, json_path: str | N
     return 0 if result["completed"] else 1
 
 
-async def _until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 async def _scenario(settings: Settings, events: int, examples: list[Any],
                     log_path: Any) -> dict[str, Any]:
     client = await Client.connect(settings.temporal_address)
@@ -128,7 +116,7 @@ async def _scenario(settings: Settings, events: int, examples: list[Any],
         state = await asyncio.to_thread(_mirror_state, settings, workflow_id)
         return state.get("variables", {}).get("step", 0) >= kill_at
 
-    await _until(mirrored_step, 300, f"step {kill_at} mirrored")
+    await poll_until(mirrored_step, 300, f"step {kill_at} mirrored")
     examples[0].kill()
     examples[0].wait(10)
     print(f"killed the Temporal worker at step {kill_at}: the run is orphaned")
@@ -139,17 +127,12 @@ async def _scenario(settings: Settings, events: int, examples: list[Any],
     run_id, state = await promote(settings, client, workflow_id)
     resumed = client.get_workflow_handle(workflow_id, run_id=run_id)
 
-    async def next_activity() -> float | None:
-        async for event in resumed.fetch_history_events():
-            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-                return event.event_time.ToDatetime(tzinfo=UTC).timestamp()
-        return None
-
-    scheduled_at = await _until(next_activity, 60, "the resumed run's next activity")
+    scheduled_at = await poll_until(lambda: first_activity_scheduled(resumed), 60,
+                                "the resumed run's next activity")
     promotion_ms = (scheduled_at - asked) * 1000
     replay_ms = await _replay_ms(history)
     outcome = await resumed.result()
-    await _until(lambda: _resumed_mirrored(settings, workflow_id, run_id), 60,
+    await poll_until(lambda: _resumed_mirrored(settings, workflow_id, run_id), 60,
                  "the resumed run mirrored to its end")
     stop.set()
     await following

@@ -33,7 +33,7 @@ from infra.temporal import dev_server
 from sinks.clickhouse import connect
 from tests.support import WorkerProcess, call, quote_id, wait_for
 from topology.settings import Settings
-from topology.temporal import Adapter, Checkpoints, promote
+from topology.temporal import Adapter, Checkpoints, following, promote
 
 PORT = 27233 + int(os.environ.get("SHADOWFLOW_TEST_PORT_OFFSET", "0"))
 
@@ -170,11 +170,13 @@ def test_a_workflow_whose_worker_died_resumes_from_the_mirror(
 
     async def scenario() -> tuple[str, str, dict[str, Any], dict[str, Any], list[Any]]:
         nonlocal example
-        client = await Client.connect(settings.temporal_address)
+        async with following(settings) as (client, _):
+            return await promoted(client)
+
+    async def promoted(client: Client) -> tuple[str, str, dict[str, Any], dict[str, Any],
+                                                 list[Any]]:
+        nonlocal example
         workflow_id = f"pipe-{uuid.uuid4().hex[:8]}"
-        adapter = Adapter(settings, client)
-        stop = asyncio.Event()
-        following = asyncio.ensure_future(adapter.run(stop))
         await client.start_workflow(
             WORKFLOW_TYPE, {"steps": 10, "megabytes": 16, "rounds": 40}, id=workflow_id,
             task_queue=settings.temporal_task_queue)
@@ -189,8 +191,6 @@ def test_a_workflow_whose_worker_died_resumes_from_the_mirror(
         await until(lambda: mirror_of(settings, workflow_id).get("run_id") == run_id
                     and mirror_of(settings, workflow_id)["variables"].get("wf.status")
                     == "COMPLETED", what="the resumed run mirrored to its end")
-        stop.set()
-        await following
         return workflow_id, run_id, state, result, resumed
 
     workflow_id, run_id, state, result, resumed = asyncio.run(scenario())
@@ -211,11 +211,11 @@ def test_a_pipeline_continued_as_new_is_followed_into_each_run(
     example = ExampleWorker(settings, tmp_path / "example.log")
 
     async def scenario() -> tuple[str, dict[str, int], dict[str, Any]]:
-        client = await Client.connect(settings.temporal_address)
+        async with following(settings) as (client, _):
+            return await continued(client)
+
+    async def continued(client: Client) -> tuple[str, dict[str, int], dict[str, Any]]:
         workflow_id = f"pipe-{uuid.uuid4().hex[:8]}"
-        adapter = Adapter(settings, client)
-        stop = asyncio.Event()
-        following = asyncio.ensure_future(adapter.run(stop))
         await client.start_workflow(
             WORKFLOW_TYPE, {"steps": 9, "continue_every": 3, "megabytes": 1, "rounds": 1},
             id=workflow_id, task_queue=settings.temporal_task_queue)
@@ -226,8 +226,6 @@ def test_a_pipeline_continued_as_new_is_followed_into_each_run(
             lengths[execution.run_id] = len((await handle.fetch_history()).events)
         await until(lambda: len(Checkpoints(settings.temporal_checkpoint_file).finished) == 3,
                     what="the three runs followed to their end")
-        stop.set()
-        await following
         return workflow_id, lengths, result
 
     workflow_id, lengths, result = asyncio.run(scenario())
