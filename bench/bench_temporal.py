@@ -49,10 +49,10 @@ from topology.temporal import (
     Checkpoints,
     first_activity_scheduled,
     mirror_state,
+    mirrored_state,
     poll_until,
-    resume_state,
 )
-from topology.temporal_demo import EVENTS_PER_STEP, _mirror_state
+from topology.temporal_demo import EVENTS_PER_STEP
 from topology.worker import prepare
 from topology.worker_process import WorkerProcess
 
@@ -78,7 +78,7 @@ async def one_size(settings: Settings, size: int, folder: Path) -> dict[str, flo
         task_queue=settings.temporal_task_queue)
 
     async def reached() -> bool:
-        state = await asyncio.to_thread(_mirror_state, settings, workflow_id)
+        state = await asyncio.to_thread(mirrored_state, settings, workflow_id)
         return state.get("variables", {}).get("step", 0) >= target
 
     await poll_until(reached, 900, f"{size}: step {target} mirrored")
@@ -92,10 +92,10 @@ async def one_size(settings: Settings, size: int, folder: Path) -> dict[str, flo
     await poll_until(lambda: asyncio.to_thread(_idle, settings), 600, f"{size}: worker idle")
     asked = time.time()
     # The two parts of ``promote``, timed apart: the mirror's state, then the new run started.
-    state = await asyncio.to_thread(mirror_state, settings, workflow_id, False)
+    state = await asyncio.to_thread(mirror_state, settings, workflow_id)
     fetched = time.time()
     started_run = await client.start_workflow(
-        state["workflow_type"], {RESUME_KEY: resume_state(state["variables"])}, id=workflow_id,
+        state["workflow_type"], {RESUME_KEY: state["variables"]}, id=workflow_id,
         task_queue=settings.temporal_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
     started = time.time()

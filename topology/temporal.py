@@ -20,7 +20,7 @@ went unanswered (no worker, or no such query).
 
 **Promote.** ``promote`` asks a shadowflow worker for the mirror's state
 (``POST /shadow/{id}/promote``) and starts the workflow again with ``{"shadowflow_resume":
-variables}`` (its own variables and the ``wf.*`` counters: ``resume_state``), terminating the
+variables}`` (its own variables and the ``wf.*`` counters: ``mirror_state``), terminating the
 failed or orphaned execution if it still runs, so it goes on from there without replaying its
 history.
 """
@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -40,16 +41,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent as TemporalEvent
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
 from schemas.records import HistoryEvent, StateSnapshot
-from streams.mirror.run import own_variables
 from streams.runtime.clock import now_ms
 from streams.runtime.kafka import Publisher
 from streams.temporal.state import QUERY, RESUME_KEY
@@ -262,11 +263,14 @@ class Adapter:
 
     def _publish_snapshots(self, workflow_id: str, run_id: str,
                            ready: Iterable[tuple[int, dict[str, Any]]]) -> None:
+        sent = False
         for sequence, variables in ready:
             snapshot = StateSnapshot(workflow_id, run_id, sequence, now_ms(), variables)
             self.publisher.send_state(snapshot)
             self.snapshots_published.append(snapshot)
-        self.publisher.flush()
+            sent = True
+        if sent:
+            self.publisher.flush()
 
 
 async def connect(settings: Settings) -> Client:
@@ -274,38 +278,53 @@ async def connect(settings: Settings) -> Client:
     return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
 
 
-def mirror_state(settings: Settings, workflow_id: str, full: bool = True) -> dict[str, Any]:
-    """The mirror's promotion answer from a shadowflow worker (with the API token if set);
-    without ``full``, only the run's own variables and the ``wf.*`` counters."""
-    from urllib.parse import quote
-
+def worker_api(settings: Settings, method: str, path: str) -> dict[str, Any] | None:
+    """A shadowflow worker's JSON answer to ``method path`` (with the API token if set), at
+    ``SHADOWFLOW_TEMPORAL_SHADOWFLOW_URL`` (else this host's); ``None`` for a 404."""
     request = urllib.request.Request(
-        f"{settings.temporal_shadowflow_url or settings.advertised_url}/shadow/"
-        f"{quote(workflow_id, safe='')}/promote" + ("" if full else "?variables=own"),
-        data=b"", method="POST")
+        f"{settings.temporal_shadowflow_url or settings.advertised_url}{path}",
+        data=b"" if method == "POST" else None, method=method)
     token = settings.api_token_value()
     if token:
         request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return json.loads(answer.read())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return None
+        raise
 
 
-def resume_state(variables: dict[str, Any], full: bool = False) -> dict[str, Any]:
-    """The state a promoted run starts from: the workflow's own variables and the ``wf.*``
-    counters (with ``full``, every variable, the per-action ``action.*`` and ``result.*`` too:
-    what those did is in the own variables and the failed run's history, and without them the
-    state a promotion carries does not grow with the history)."""
-    return dict(variables) if full else own_variables(variables)
+def mirror_state(settings: Settings, workflow_id: str, full: bool = False) -> dict[str, Any]:
+    """The mirror's promotion answer: the run's own variables and the ``wf.*`` counters (with
+    ``full``, every variable, the per-action ``action.*`` and ``result.*`` too: what those did is
+    in the own variables and the failed run's history, and without them the state a promotion
+    carries does not grow with the history)."""
+    answer = worker_api(settings, "POST", f"/shadow/{quote(workflow_id, safe='')}/promote"
+                        + ("" if full else "?variables=own"))
+    if answer is None:
+        raise LookupError(f"no mirror of {workflow_id!r} on the shadowflow worker")
+    return answer
+
+
+def mirrored_state(settings: Settings, workflow_id: str) -> dict[str, Any]:
+    """The mirror's current state (``GET /shadow/{id}/state``); ``{}`` while it cannot say
+    (no mirror yet, the workers rebalancing)."""
+    try:
+        return worker_api(settings, "GET", f"/shadow/{quote(workflow_id, safe='')}/state") or {}
+    except urllib.error.HTTPError:
+        return {}
 
 
 async def promote(settings: Settings, client: Client, workflow_id: str,
                   task_queue: str | None = None, full: bool = False,
                   ) -> tuple[str, dict[str, Any]]:
-    """Start ``workflow_id`` again from the mirror's state (``resume_state``); returns the new
+    """Start ``workflow_id`` again from the mirror's state (``mirror_state``); returns the new
     run id and the mirror's state it resumed from."""
     state = await asyncio.to_thread(mirror_state, settings, workflow_id, full)
     handle = await client.start_workflow(
-        state["workflow_type"], {RESUME_KEY: resume_state(state["variables"], full)},
+        state["workflow_type"], {RESUME_KEY: state["variables"]},
         id=workflow_id,
         task_queue=task_queue or settings.temporal_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
@@ -347,13 +366,3 @@ async def following(settings: Settings) -> AsyncIterator[tuple[Client, Adapter]]
     finally:
         stop.set()
         await task
-
-
-async def wait_closed(client: Client, workflow_id: str, timeout: float = 60.0) -> None:
-    """Wait until the workflow's latest run is closed."""
-    deadline = time.monotonic() + timeout
-    handle = client.get_workflow_handle(workflow_id)
-    while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{workflow_id} still running after {timeout:.0f}s")
-        await asyncio.sleep(0.2)

@@ -37,7 +37,13 @@ from infra.temporal import dev_server
 from sinks.clickhouse import connect
 from topology.demo import fresh_database
 from topology.settings import Settings
-from topology.temporal import Adapter, first_activity_scheduled, poll_until, promote
+from topology.temporal import (
+    Adapter,
+    first_activity_scheduled,
+    mirrored_state,
+    poll_until,
+    promote,
+)
 from topology.worker import prepare
 from topology.worker_process import WorkerProcess
 
@@ -113,7 +119,7 @@ async def _scenario(settings: Settings, events: int, examples: list[Any],
     db = connect(settings)
 
     async def mirrored_step() -> bool:
-        state = await asyncio.to_thread(_mirror_state, settings, workflow_id)
+        state = await asyncio.to_thread(mirrored_state, settings, workflow_id)
         return state.get("variables", {}).get("step", 0) >= kill_at
 
     await poll_until(mirrored_step, 300, f"step {kill_at} mirrored")
@@ -167,25 +173,8 @@ async def _scenario(settings: Settings, events: int, examples: list[Any],
         "completed": outcome.get("total") == expected_total(steps)}
 
 
-def _mirror_state(settings: Settings, workflow_id: str) -> dict[str, Any]:
-    from urllib.error import HTTPError
-    from urllib.parse import quote
-    from urllib.request import Request, urlopen
-
-    request = Request(f"{settings.temporal_shadowflow_url}/shadow/{quote(workflow_id, safe='')}"
-                      "/state")
-    token = settings.api_token_value()
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urlopen(request, timeout=10) as answer:
-            return json.loads(answer.read())
-    except HTTPError:
-        return {}
-
-
 async def _resumed_mirrored(settings: Settings, workflow_id: str, run_id: str) -> bool:
-    state = await asyncio.to_thread(_mirror_state, settings, workflow_id)
+    state = await asyncio.to_thread(mirrored_state, settings, workflow_id)
     return (state.get("run_id") == run_id
             and state.get("variables", {}).get("wf.status") == "COMPLETED")
 
