@@ -89,9 +89,14 @@ def table(result: Evaluation, runs: int) -> str:
     return "\n".join(lines)
 
 
+FLOOR = "clairvoyant floor"
+
+
 def lofo_table(result: Lofo) -> str:
-    """Per family with memory peaks, then overall: every baseline, and the forecaster with its
-    parameters chosen in-sample and without the family, against the targets."""
+    """Per family with memory peaks, then overall: every baseline, the forecaster with its
+    parameters chosen in-sample and without the family, against the targets, and the
+    clairvoyant floor (``streams.forecasting.floor``): whether the wastage target is within
+    reach of sizing from what is known at sizing time at all."""
     seed = f" (seed {result.seed})" if result.order == "random" else ""
     lines = [f"leave one family out, run order: {result.order}{seed}; each family evaluated on "
              "its own from nothing",
@@ -101,12 +106,16 @@ def lofo_table(result: Lofo) -> str:
         best = family.baselines[family.best_baseline].wastage_gbh
         rows: list[tuple[str, Outcome]] = [*family.baselines.items(),
                                            ("shadowflow in-sample", family.in_sample),
-                                           ("shadowflow left-out", family.left_out)]
+                                           ("shadowflow left-out", family.left_out),
+                                           (FLOOR, family.floor)]
         for index, (name, outcome) in enumerate(rows):
             ratio = outcome.wastage_gbh / best if best else float("nan")
             mark = "  best" if name == family.best_baseline else ""
             if name.startswith("shadowflow"):
                 mark = "  met" if _meets(outcome, best) else "  not met"
+            if name == FLOOR:
+                mark = ("  target within reach" if outcome.wastage_gbh <= TARGET_RATIO * best
+                        else "  target out of reach")
             lines.append(f"{family.family if index == 0 else '':<10} {name:<24} "
                          f"{outcome.wastage_gbh:>13.2f} {outcome.underprovisioned_share:>11.2%} "
                          f"{ratio:>7.2f}{mark}")
@@ -123,7 +132,8 @@ def lofo_json(result: Lofo) -> dict[str, object]:
                 "best_baseline": family.best_baseline,
                 "in_sample": family.in_sample.to_json(), "left_out": family.left_out.to_json(),
                 "in_sample_params": family.in_sample_params,
-                "left_out_params": family.left_out_params}
+                "left_out_params": family.left_out_params,
+                "clairvoyant_floor": family.floor.to_json()}
     return {"seed": result.seed, "families": {f.family: one(f) for f in result.families},
             "overall": one(result.overall())}
 

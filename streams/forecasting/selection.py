@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.forecasting.evaluation import Outcome, evaluate, order_runs
+from streams.forecasting.floor import clairvoyant_floor
 from streams.forecasting.forecaster import Forecaster
 from streams.forecasting.sizing import baselines
 from streams.traces.formats import Trace
@@ -63,6 +64,8 @@ class FamilyResult:
     left_out: Outcome
     in_sample_params: dict[str, Any]
     left_out_params: dict[str, Any]
+    floor: Outcome = field(default_factory=Outcome)
+    """What a clairvoyant sizing from the same knowledge would waste (``floor``)."""
 
     @property
     def best_baseline(self) -> str:
@@ -86,6 +89,7 @@ class Lofo:
                 total.baselines.setdefault(name, Outcome()).add(outcome)
             total.in_sample.add(result.in_sample)
             total.left_out.add(result.left_out)
+            total.floor.add(result.floor)
         return total
 
 
@@ -100,11 +104,13 @@ def leave_one_family_out(traces: Sequence[Trace], order: str = "name", seed: int
             families.setdefault(family_of(trace), []).append(trace)
     scored_baselines: dict[str, dict[str, Outcome]] = {}
     scored: dict[str, list[Outcome]] = {}
+    floors: dict[str, Outcome] = {}
     for family, members in sorted(families.items()):
         if progress:
             progress(family)
         runs = order_runs(members, order, seed)
         scored_baselines[family] = evaluate(runs, baselines()).overall
+        floors[family] = clairvoyant_floor(runs, UNDER_TARGET / 100)
         scored[family] = [evaluate(runs, [Forecaster(**params)]).overall["shadowflow"]
                           for params in grid]
     best = {f: min(o.wastage_gbh for o in scored_baselines[f].values()) for f in families}
@@ -120,5 +126,5 @@ def leave_one_family_out(traces: Sequence[Trace], order: str = "name", seed: int
         without = choose(others) if others else everything
         result.families.append(FamilyResult(
             family, scored_baselines[family], scored[family][everything], scored[family][without],
-            dict(grid[everything]), dict(grid[without])))
+            dict(grid[everything]), dict(grid[without]), floors[family]))
     return result

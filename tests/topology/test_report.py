@@ -121,6 +121,13 @@ def test_baselines_in_the_report_see_only_what_completed_before_each_start() -> 
     figures = wastage_by_method(actuals, started)
     assert figures["shadowflow (recorded)"]["underprovisioned_share"] == round(1 / 3, 6)
     assert set(figures) >= {"max seen", "VPA p90 + 15%", "shadowflow (recorded)"}
+    # The floor starts a and b cold (nothing completed yet): a wastes 2 GiB - 1 GB for 10 s, b
+    # fails at 2 GiB and fits at 4 GiB; c gets its own peak (a class of one).
+    floor = figures["clairvoyant floor"]
+    hours = 10 / 3600
+    assert floor["wastage_gbh"] == pytest.approx(
+        ((default - gb) + default + (2 * default - 3 * gb)) * hours / gb, abs=1e-6)
+    assert floor["underprovisioned_share"] == round(1 / 3, 6)
 
 
 @pytest.mark.integration
