@@ -297,12 +297,12 @@ def worker_api(settings: Settings, method: str, path: str) -> dict[str, Any] | N
 
 
 def mirror_state(settings: Settings, workflow_id: str, full: bool = False) -> dict[str, Any]:
-    """The mirror's promotion answer: the run's own variables and the ``wf.*`` counters (with
-    ``full``, every variable, the per-action ``action.*`` and ``result.*`` too: what those did is
-    in the own variables and the failed run's history, and without them the state a promotion
-    carries does not grow with the history)."""
+    """The mirror's promotion answer: the run's own variables and the ``wf.*`` counters, no
+    events (with ``full``, every variable, the per-action ``action.*`` and ``result.*`` too, and
+    the events since the mirror's last snapshot: what those did is in the own variables and the
+    failed run's history, and without them the answer does not grow with the history)."""
     answer = worker_api(settings, "POST", f"/shadow/{quote(workflow_id, safe='')}/promote"
-                        + ("" if full else "?variables=own"))
+                        + ("" if full else "?variables=own&tail=none"))
     if answer is None:
         raise LookupError(f"no mirror of {workflow_id!r} on the shadowflow worker")
     return answer

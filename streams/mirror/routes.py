@@ -106,7 +106,9 @@ def register_routes(app: faust.App, mirrors: Mirrors, definitions: DefinitionReg
     class Promote(View):
         """POST: everything a new primary needs to resume: the state at the latest sequence
         and the events applied since the last snapshot (the final synchronization step). With
-        ``?variables=own``, only the run's own variables and the ``wf.*`` counters."""
+        ``?variables=own``, only the run's own variables and the ``wf.*`` counters; with
+        ``?tail=none``, no events (a primary resuming from the state alone): together, an
+        answer that does not grow with the history."""
 
         @forwarding.route("workflow_id")
         @json_errors
@@ -114,10 +116,14 @@ def register_routes(app: faust.App, mirrors: Mirrors, definitions: DefinitionReg
             which = request.query.get("variables", "all")
             if which not in ("all", "own"):
                 raise BadRequest("variables must be all or own")
+            tail = request.query.get("tail", "all")
+            if tail not in ("all", "none"):
+                raise BadRequest("tail must be all or none")
             found = await mirror_of(workflow_id)
             body = _state(found, own=which == "own")
             body["snapshot_sequence"] = found.snapshot_sequence
-            body["events_since_snapshot"] = [e.to_avro() for e in found.since_snapshot]
+            if tail == "all":
+                body["events_since_snapshot"] = [e.to_avro() for e in found.since_snapshot]
             body["tail_complete"] = found.tail_complete
             return self.json(body)
 

@@ -99,6 +99,10 @@ def test_bad_requests_get_4xx_with_a_json_reason(
     cases = [
         ("GET", f"/shadow/nope-{workflow_id}/state", None, None, 404, "no mirror"),
         ("POST", f"/shadow/nope-{workflow_id}/promote", None, None, 404, "no mirror"),
+        ("POST", f"/shadow/{workflow_id}/promote?variables=mine", None, None, 400,
+         "variables must be all or own"),
+        ("POST", f"/shadow/{workflow_id}/promote?tail=some", None, None, 400,
+         "tail must be all or none"),
         ("POST", f"/shadow/{workflow_id}/what-if", None, b"{not json", 400, "not JSON"),
         ("POST", f"/shadow/{workflow_id}/what-if", {"events": []}, None, 400, "between 1"),
         ("POST", f"/shadow/{workflow_id}/what-if", {"events": [{"kind": "EXPLODE"}]}, None,

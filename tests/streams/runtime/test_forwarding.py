@@ -267,6 +267,12 @@ def check_mirror_routes(bases: list[str], owner: Owners, runs: dict[str, list[Hi
             assert own.status == 200 and own.body["variables"] == {
                 k: v for k, v in expected.items() if not k.startswith(("action.", "result."))}
             documented("POST", "/shadow/{workflow_id}/promote", own)
+            lean = call_as(token, "POST",
+                           f"{base}/shadow/{url}/promote?variables=own&tail=none")
+            assert lean.status == 200 and lean.body["variables"] == own.body["variables"]
+            assert "events_since_snapshot" not in lean.body
+            assert "events_since_snapshot" in promoted.body
+            documented("POST", "/shadow/{workflow_id}/promote", lean)
             budget = 10.5 + i
             what_if = call_as(token, "POST", f"{base}/shadow/{url}/what-if", {"events": [
                 {"kind": "STATE_UPDATED", "values": {"budget": budget}}]})
