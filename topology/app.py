@@ -167,7 +167,7 @@ def create_app(settings: Settings, outcomes: Sequence[Mapping[str, Any]] = (),
         shadow_topic=raw_topic(app, topics.SHADOWS, settings), anomalies=anomalies,
         telemetry_window_ms=int(settings.telemetry_window_seconds * 1000),
         feedback_grace_ms=int(settings.feedback_grace_seconds * 1000),
-        retention_ms=settings.mirror_retention_ms)
+        retention_ms=settings.mirror_retention_ms, seal_every=settings.shadow_seal_every)
     shadows = shadow_service.shadows
     learned = sum(shadows.learn_shared(outcome) for outcome in outcomes)
     if learned:

@@ -146,6 +146,10 @@ class Settings:
     reservation_max_lifetime_seconds: float = _setting(
         86_400.0, "A reservation whose action started this long ago is released even though its "
         "completion never arrived (a lost event must not hold capacity for ever).")
+    shadow_seal_every: int = _setting(
+        500, "Finished actions a run's shadow record gathers before they are written once in a "
+        "sealed chunk of their own: a run's record, rewritten at each step touching it, stays "
+        "bounded however many actions the run has.")
     telemetry_window_seconds: float = _setting(
         10.0, "Width of the tumbling windows telemetry is aggregated into (action_usage).")
     feedback_grace_seconds: float = _setting(
@@ -203,7 +207,8 @@ class Settings:
             if isinstance(value, float) and not math.isfinite(value):
                 raise SettingsError(f"{env_name(f.name)} must be a finite number, got {value!r}")
         for name in ("partitions", "replication_factor", "consumer_batch", "sink_batch_rows",
-                     "sink_max_pending_rows", "mirror_reorder_window", "temporal_snapshot_every"):
+                     "sink_max_pending_rows", "mirror_reorder_window", "temporal_snapshot_every",
+                     "shadow_seal_every"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         for name in ("consumer_batch_seconds", "sink_flush_seconds", "sink_retry_max_seconds",

@@ -41,8 +41,11 @@ from streams.runtime.metrics import stats_of
 from streams.runtime.restore import Entries, PartitionRestorer, hand_over
 from streams.runtime.upkeep import register_upkeep
 from streams.shadow.changelog import (
+    SEAL_EVERY,
+    chunk_key,
     record_key,
     restore_all,
+    seal_finished,
     shadow_record,
     step_key,
     step_record,
@@ -67,7 +70,8 @@ class ShadowService:
                  kafka: KafkaAddress, reservation_topic: faust.TopicT,
                  outcome_topic: faust.TopicT, shadow_topic: faust.TopicT,
                  anomalies: AnomalyOutlet,
-                 telemetry_window_ms: int, feedback_grace_ms: int, retention_ms: int) -> None:
+                 telemetry_window_ms: int, feedback_grace_ms: int, retention_ms: int,
+                 seal_every: int = SEAL_EVERY) -> None:
         self.shadows = shadows
         self.codec = codec
         self.sink = sink
@@ -78,6 +82,7 @@ class ShadowService:
         self.telemetry_window_ms = telemetry_window_ms
         self.feedback_grace_ms = feedback_grace_ms
         self.retention_ms = retention_ms
+        self.seal_every = seal_every
         self.restorer = PartitionRestorer(kafka, shadow_topic.get_topic_name(), codec,
                                           self._load, "shadows")
         self.outbox = Outbox()
@@ -87,6 +92,8 @@ class ShadowService:
         # effects); and the restored step records, tombstoned once those are written again.
         self._resend: dict[RunKey, list[tuple[int, Outgoing]]] = {}
         self._stale_steps: list[tuple[bytes, int]] = []
+        # Sealed chunks per run held here, to tombstone with the run's record.
+        self._chunks: dict[RunKey, int] = {}
         # Steps waiting to be written, in order, and the task writing them: a workflow's
         # commands keep their order, and records go out in the order the states were taken.
         self._queue: list[_Step] = []
@@ -134,21 +141,40 @@ class ShadowService:
         self.outbox.add(step_id, {key for key, _, _ in entries if key in self.shadows.runs})
         touched |= {key for key, _, _ in entries} & self.shadows.runs.keys()
         steps = self._step_records(step_id, entries)
+        chunks = self._seal(sorted(touched))
         records: list[tuple[bytes, bytes | None, int]] = [
             (record_key(*key), self._record(key), self.shadows.runs[key].partition)
             for key in sorted(touched)]
-        records += [(record_key(*key), None, partition)
-                    for key, partition in sorted(forgotten.items())]
+        for key, partition in sorted(forgotten.items()):
+            # One more chunk key than counted: one written by a step whose record never
+            # followed (a crash between the two) goes too.
+            records += [(chunk_key(*key, index), None, partition)
+                        for index in range(self._chunks.pop(key, -1) + 1)]
+            records.append((record_key(*key), None, partition))
         records += [(key, None, partition) for key, partition in stale]
         sending = [out for _, _, out in entries] + unplaced
         loop = asyncio.get_running_loop()
-        step = _Step(step_id, steps, records, sending, loop.create_future(),
+        step = _Step(step_id, steps, chunks, records, sending, loop.create_future(),
                      loop.create_future())
         self._issued = step.issued
         self._queue.append(step)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.ensure_future(self._write())
         return step.stored
+
+    def _seal(self, keys: Sequence[RunKey]) -> list[tuple[bytes, bytes, int]]:
+        """Sealed chunks of the finished actions gathered in these runs' records (written with
+        the step records, before the run records that leave them out)."""
+        chunks = []
+        for key in keys:
+            run = self.shadows.runs[key]
+            chunk = seal_finished(run, self.seal_every)
+            if chunk is not None:
+                self.shadows.pool.forget_versions(*key, chunk.reservation_ids)
+                self._chunks[key] = run.sealed_chunks
+                chunks.append((chunk.key, self.codec.encode("ShadowRecord", chunk.record),
+                               run.partition))
+        return chunks
 
     def _partition_of(self, key: RunKey, forgotten: dict[RunKey, int]) -> int | None:
         run = self.shadows.runs.get(key)
@@ -195,7 +221,7 @@ class ShadowService:
             for step in group:
                 for key, value, partition in step.records:
                     latest[key] = (value, partition)
-            waves = [[record for step in group for record in step.steps],
+            waves = [[record for step in group for record in [*step.steps, *step.chunks]],
                      [(key, value, partition) for key, (value, partition) in latest.items()]]
             try:
                 for wave in waves:  # each on the broker before the next is sent
@@ -272,10 +298,16 @@ class ShadowService:
         for item in restored.runs:
             self.shadows.transitions.merge(item.run.workflow_type, item.transitions)
             self.shadows.load(item.run, item.reservations, item.versions, stamp)
+            if item.run.sealed_chunks:
+                self._chunks[(item.run.workflow_id, item.run.run_id)] = item.run.sealed_chunks
         for entry in restored.resend:
             self._resend.setdefault((entry.workflow_id, entry.run_id), []).append(
                 (partition, Outgoing.from_json([entry.outgoing])))
         self._stale_steps += [(key, partition) for key in restored.steps]
+        if restored.missing_chunks:
+            log.error("partition %d: %d sealed chunks of finished actions counted by run records "
+                      "were not found on the changelog: repeated events of those actions would "
+                      "not be recognised", partition, restored.missing_chunks)
         if restored.orphans:
             log.info("partition %d: %d runs' effects written by a step whose run records never "
                      "followed were dropped (decided again from the input)", partition,
@@ -295,6 +327,8 @@ class ShadowService:
         self.restorer.forget(partitions)
         gone = self.shadows.drop_partitions(partitions)
         self.outbox.forget(gone)
+        for key in gone:
+            self._chunks.pop(key, None)
         self._resend = {key: [(p, out) for p, out in items if p not in partitions]
                         for key, items in self._resend.items()}
         self._stale_steps = [(k, p) for k, p in self._stale_steps if p not in partitions]
@@ -343,12 +377,15 @@ MAX_RECORD_BYTES = 512 * 1024
 
 @dataclass
 class _Step:
-    """A step waiting to be written: its step records, its run records and tombstones, the
+    """A step waiting to be written: its step records and sealed chunks, its run records and
+    tombstones, the
     effects to send after them; ``issued`` resolves once the records are written and the
     effects handed to the producer, ``stored`` once the effects are stored."""
 
     step_id: str
     steps: list[tuple[bytes, bytes, int]]
+    chunks: list[tuple[bytes, bytes, int]]
+    """Sealed chunks, written with the step records (never tombstoned with them)."""
     records: list[tuple[bytes, bytes | None, int]]
     sending: list[Outgoing]
     issued: asyncio.Future[None]

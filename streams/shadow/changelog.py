@@ -9,6 +9,12 @@ again after a restore and already reflected is skipped), and the ids of the step
 effects it decided and that are not yet confirmed sent. Records are canonical (keys sorted), so
 the same state always serializes to the same bytes.
 
+A record does not grow with the run: once ``SEAL_EVERY`` finished actions have gathered in it,
+they are written once in a **sealed chunk** of their own (``FORMAT_SEALED``, key
+``chunk_key(workflow, run, index)``), never rewritten, and left out of the run's later records,
+which say how many chunks the run has; the versions of their reservations (which get no command
+again) are dropped. A restore merges the chunks the record counts into the run.
+
 A step's effects (``streams.shadow.outbox``) are written once, before the records of the runs
 that decided them, as a **step record** per partition (``FORMAT_STEP``), tombstoned once they
 are sent and stored. On a restore, a run's entry in a step record is sent again if the run's
@@ -32,11 +38,53 @@ FORMAT = 1
 """A run's record."""
 FORMAT_STEP = 2
 """A step record: effects of one step on one partition, not yet confirmed sent and stored."""
+FORMAT_SEALED = 3
+"""A sealed chunk: finished actions of a run, by identity only, written once."""
+
+SEAL_EVERY = 500
+"""Finished actions a run's record gathers before they are sealed in a chunk (about 30 kB)."""
 
 
 def record_key(workflow_id: str, run_id: str) -> bytes:
     """The compaction key of a run's record."""
     return f"{workflow_id}\x1f{run_id}".encode()
+
+
+def chunk_key(workflow_id: str, run_id: str, index: int) -> bytes:
+    """The compaction key of a run's sealed chunk number ``index``."""
+    return record_key(workflow_id, run_id) + f"\x1fsealed\x1f{index}".encode()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A sealed chunk to write (``record``, a ``ShadowRecord``), and the reservations of its
+    actions, whose versions are no longer needed."""
+
+    key: bytes
+    record: dict[str, Any]
+    reservation_ids: list[str]
+
+
+def seal_finished(run: RunShadow, every: int = SEAL_EVERY) -> Chunk | None:
+    """Seal the finished actions gathered in ``run``'s record, once there are ``every`` of them:
+    they are marked sealed (left out of its records from now on) and returned as a chunk to
+    write before the next record."""
+    finished = [a for a in run.actions.values()
+                if _finished(a) and (a.action_id, a.attempt) not in run.sealed]
+    if len(finished) < every:
+        return None
+    finished.sort(key=lambda a: (a.order, a.action_id, a.attempt))
+    index = run.sealed_chunks
+    run.sealed.update((a.action_id, a.attempt) for a in finished)
+    run.sealed_chunks += 1
+    state = {"index": index, "actions": [_action(a) for a in finished]}
+    record = {"workflow_id": run.workflow_id, "run_id": run.run_id,
+              "workflow_type": run.workflow_type, "partition": run.partition,
+              "format": FORMAT_SEALED,
+              "state": json.dumps(state, sort_keys=True, separators=(",", ":"))}
+    rids = [a.prediction.reservation_id for a in finished
+            if a.prediction is not None and a.prediction.reservation_id]
+    return Chunk(chunk_key(run.workflow_id, run.run_id, index), record, rids)
 
 
 @dataclass
@@ -71,6 +119,9 @@ class Restored:
     resend: list[StepEntry] = field(default_factory=list)
     orphans: int = 0
     steps: list[bytes] = field(default_factory=list)
+    missing_chunks: int = 0
+    """Sealed chunks a run's record counts that were not found (their actions' repeated
+    events would not be recognised)."""
 
 
 def step_key(step_id: str) -> bytes:
@@ -98,7 +149,9 @@ def shadow_record(run: RunShadow, reservations: Iterable[Reservation],
     state = {
         "transitions": [list(t) for t in transitions],
         "last_completed_type": run.last_completed_type, "finished_ms": run.finished_ms,
-        "actions": [_action(a) for a in run.actions.values()],
+        "actions": [_action(a) for a in run.actions.values()
+                    if (a.action_id, a.attempt) not in run.sealed],
+        "sealed_chunks": run.sealed_chunks,
         "likely": {t: _prediction(p) for t, p in run.likely.items()},
         "reservations": [_reservation(r) for r in reservations],
         "versions": dict(versions),
@@ -116,7 +169,8 @@ def restore_run(record: Mapping[str, Any]) -> RestoredRun:
     run = RunShadow(record["workflow_id"], record["run_id"], record["workflow_type"],
                     record["partition"], last_completed_type=state["last_completed_type"],
                     finished_ms=state["finished_ms"],
-                    applied={k: int(v) for k, v in state.get("applied", {}).items()})
+                    applied={k: int(v) for k, v in state.get("applied", {}).items()},
+                    sealed_chunks=int(state.get("sealed_chunks", 0)))
     for item in state["actions"]:
         action = _restore_action(item)
         run.actions[action.action_id] = action
@@ -136,6 +190,7 @@ def restore_all(entries: Iterable[tuple[bytes, Mapping[str, Any] | None]]) -> Re
     restored = Restored()
     named: dict[tuple[str, str], set[str]] = {}
     steps: list[Mapping[str, Any]] = []
+    chunks: dict[tuple[str, str, int], Mapping[str, Any]] = {}
     for key, record in latest.items():
         if record is None:
             continue
@@ -143,9 +198,15 @@ def restore_all(entries: Iterable[tuple[bytes, Mapping[str, Any] | None]]) -> Re
             restored.steps.append(key)
             steps.append(record)
             continue
+        if record["format"] == FORMAT_SEALED:
+            state = json.loads(record["state"])
+            chunks[(record["workflow_id"], record["run_id"], int(state["index"]))] = state
+            continue
         run = restore_run(record)
         restored.runs.append(run)
         named[(record["workflow_id"], record["run_id"])] = set(run.steps)
+    for item in restored.runs:
+        restored.missing_chunks += _merge_sealed(item.run, chunks)
     for record in steps:
         for workflow_id, run_id, must_be_named, outgoing in json.loads(
                 record["state"])["entries"]:
@@ -156,8 +217,33 @@ def restore_all(entries: Iterable[tuple[bytes, Mapping[str, Any] | None]]) -> Re
     return restored
 
 
+def _merge_sealed(run: RunShadow,
+                  chunks: Mapping[tuple[str, str, int], Mapping[str, Any]]) -> int:
+    """Put the actions of the sealed chunks ``run``'s record counts back into it (a chunk
+    numbered beyond is one whose record never followed: its actions are in the record); an
+    action's latest attempt wins. Returns how many counted chunks are missing."""
+    missing = 0
+    for index in range(run.sealed_chunks):
+        chunk = chunks.get((run.workflow_id, run.run_id, index))
+        if chunk is None:
+            missing += 1
+            continue
+        for item in chunk["actions"]:
+            action = _restore_action(item)
+            run.sealed.add((action.action_id, action.attempt))
+            present = run.actions.get(action.action_id)
+            if present is None or present.attempt < action.attempt:
+                run.actions[action.action_id] = action
+    return missing
+
+
+def _finished(action: ActionShadow) -> bool:
+    """Whether an action is over and scored: only its identity is kept."""
+    return action.feedback_done and action.completed_ms is not None
+
+
 def _action(action: ActionShadow) -> dict[str, Any]:
-    if action.feedback_done and action.completed_ms is not None:
+    if _finished(action):
         return {"id": action.action_id, "type": action.action_type,
                 "attempt": action.attempt, "order": action.order, "done": True}
     return {"id": action.action_id, "type": action.action_type, "attempt": action.attempt,

@@ -235,6 +235,15 @@ class ReservationPool:
             self._versions.pop(rid, None)
             self._drop(rid)
 
+    def forget_versions(self, workflow_id: str, run_id: str, rids: Iterable[str]) -> None:
+        """Forget the versions of reservations that will never get another command (their
+        actions finished and were sealed): what a run's record carries stays bounded."""
+        ids = self._ids_of_run.get((workflow_id, run_id), set())
+        for rid in rids:
+            if rid not in self.held:
+                self._versions.pop(rid, None)
+                ids.discard(rid)
+
     def reservations_of(self, workflow_id: str, run_id: str) -> list[Reservation]:
         """The reservations a run holds now."""
         ids = self._ids_of_run.get((workflow_id, run_id), ())

@@ -147,6 +147,11 @@ class RunShadow:
     replayed_through: dict[str, int] = field(default_factory=dict)
     """``applied`` as restored: messages at or before these offsets are already reflected in
     the restored state and are skipped when consumed again."""
+    sealed: set[tuple[str, int]] = field(default_factory=set)
+    """Finished actions (id, attempt) written in the run's sealed chunks
+    (``streams.shadow.changelog.seal_finished``), left out of its record."""
+    sealed_chunks: int = 0
+    """How many sealed chunks the run has (their keys are numbered from 0)."""
 
     def already_applied(self, topic: str, offset: int | None) -> bool:
         """Whether a message consumed again after a restore is reflected in the state."""

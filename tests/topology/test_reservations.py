@@ -16,8 +16,10 @@ from collections.abc import Callable
 
 import pytest
 
+from schemas.codec import default_codec
 from sinks.clickhouse import connect
-from streams.runtime.kafka import Publisher, read_topic
+from streams.runtime.kafka import Publisher, read_partition, read_topic
+from streams.shadow.changelog import FORMAT_SEALED
 from streams.shadow.ledger import ReservationLedger
 from streams.traces.formats import load_wfformat
 from streams.traces.playback import history_from_trace
@@ -123,7 +125,8 @@ def test_a_worker_killed_mid_stream_leaves_the_ledger_balanced(
             publisher.flush()
             stop.wait(1.0)
 
-    roomy = {"pool_memory_gib": 10_000.0, "pool_cpu_cores": 10_000.0}  # nothing refused
+    # Nothing refused; finished actions sealed in chunks of 3, so restores merge chunks.
+    roomy = {"pool_memory_gib": 10_000.0, "pool_cpu_cores": 10_000.0, "shadow_seal_every": 3}
     first = worker_factory(**roomy).start()
     thread = threading.Thread(target=publish_slowly)
     thread.start()
@@ -152,3 +155,9 @@ def test_a_worker_killed_mid_stream_leaves_the_ledger_balanced(
     assert not reserved and not ledger.problems
     commands = _commands(settings, set(runs))
     assert {(c["workflow_id"], c["action_id"]) for c in commands} >= actions
+    # The records stayed small: finished actions went to sealed chunks, which restores merged.
+    codec = default_codec()
+    records = [codec.decode(value).record for p in range(settings.partitions)
+               for _, value in read_partition(settings, topics.SHADOWS, p) if value is not None]
+    sealed = [r for r in records if r["workflow_id"] in runs and r["format"] == FORMAT_SEALED]
+    assert len(sealed) >= len(runs)

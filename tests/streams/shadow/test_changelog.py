@@ -4,12 +4,13 @@ middle goes on exactly as if nothing had happened (same commands, same ids, same
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
 from schemas.codec import default_codec
 from streams.forecasting.forecaster import Forecaster
-from streams.shadow.changelog import record_key, restore_all, shadow_record
+from streams.shadow.changelog import record_key, restore_all, seal_finished, shadow_record
 from streams.shadow.pool import ReservationPool
 from streams.shadow.workflows import ShadowConfig, ShadowWorkflows
 from streams.traces.formats import load_wfformat
@@ -62,6 +63,64 @@ def test_a_restored_run_goes_on_as_if_uninterrupted() -> None:
     assert done + rest == expected
     # Events delivered again after the restore are repeats: nothing is reserved twice.
     assert _commands([after.on_event(e, 0, partition=1) for e in events[cut - 20:cut]]) == []
+
+
+def test_sealed_chunks_keep_records_small_and_a_restore_whole() -> None:
+    events = _events()
+    cut = len(events) * 3 // 4
+    whole = _shadows()
+    expected = _commands([whole.on_event(e, 0, partition=1) for e in events])
+    codec = default_codec()
+    before = _shadows()
+    written: list[tuple[bytes, dict]] = []  # the changelog, in order, as the service writes it
+    done = []
+    for event in events[:cut]:
+        done += _commands([before.on_event(event, 0, partition=1)])
+        for key, run in before.runs.items():  # a step: chunks first, then the run records
+            chunk = seal_finished(run, every=5)
+            if chunk is not None:
+                before.pool.forget_versions(*key, chunk.reservation_ids)
+                written.append((chunk.key, chunk.record))
+            record = shadow_record(run, before.pool.reservations_of(*key),
+                                   before.pool.versions_of(*key),
+                                   before.transitions.of_type(run.workflow_type))
+            written.append((record_key(*key), record))
+    assert sum(r.sealed_chunks for r in before.runs.values()) >= 10
+    # A record holds fewer than 5 finished actions besides those in flight, not the whole run.
+    latest = {k: json.loads(r["state"]) for k, r in written if r["format"] == 1}
+    for key, run in before.runs.items():
+        kept = latest[record_key(*key)]["actions"]
+        assert sum(bool(a.get("done")) for a in kept) < 5 < len(run.actions) - len(kept)
+
+    after = _shadows(copy.deepcopy(before.forecaster))
+    restored = restore_all([(k, codec.decode(codec.encode("ShadowRecord", r)).record)
+                            for k, r in written])
+    assert restored.missing_chunks == 0
+    for item in restored.runs:
+        after.transitions.merge(item.run.workflow_type, item.transitions)
+        after.load(item.run, item.reservations, item.versions, 0)
+    for key, run in before.runs.items():
+        assert {(a.action_id, a.attempt) for a in after.runs[key].actions.values()} == {
+            (a.action_id, a.attempt) for a in run.actions.values()}
+    assert done + _commands([after.on_event(e, 0, partition=1) for e in events[cut:]]) == expected
+    # Repeats of sealed actions' events are recognised after the restore: nothing is reserved.
+    assert _commands([after.on_event(e, 0, partition=1) for e in events[:cut]]) == []
+
+
+def test_a_chunk_whose_record_never_followed_is_not_merged() -> None:
+    shadows = _shadows()
+    for event in _events()[:150]:
+        shadows.on_event(event, 0, partition=1)
+    key = ("wf-a", "run-1")
+    run = shadows.runs[key]
+    record = shadow_record(run, shadows.pool.reservations_of(*key),
+                           shadows.pool.versions_of(*key))
+    chunk = seal_finished(run, every=3)
+    assert chunk is not None and run.sealed_chunks == 1
+    # The worker died after writing the chunk, before the record leaving its actions out.
+    (item,) = restore_all([(record_key(*key), record), (chunk.key, chunk.record)]).runs
+    assert item.run.sealed_chunks == 0 and not item.run.sealed
+    assert set(item.run.actions) == set(run.actions)
 
 
 def test_a_tombstone_forgets_a_run_and_revoked_partitions_hold_nothing() -> None:
