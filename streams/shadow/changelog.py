@@ -67,15 +67,16 @@ class Chunk:
 
 def seal_finished(run: RunShadow, every: int = SEAL_EVERY) -> Chunk | None:
     """Seal the finished actions gathered in ``run``'s record, once there are ``every`` of them:
-    they are marked sealed (left out of its records from now on) and returned as a chunk to
-    write before the next record."""
-    finished = [a for a in run.actions.values()
-                if _finished(a) and (a.action_id, a.attempt) not in run.sealed]
+    they leave ``run.actions`` for ``run.sealed`` (identity only: left out of its records and
+    its memory from now on) and are returned as a chunk to write before the next record."""
+    finished = [a for a in run.actions.values() if _finished(a)]
     if len(finished) < every:
         return None
     finished.sort(key=lambda a: (a.order, a.action_id, a.attempt))
     index = run.sealed_chunks
-    run.sealed.update((a.action_id, a.attempt) for a in finished)
+    for action in finished:
+        del run.actions[action.action_id]
+        run.sealed[action.action_id] = (action.attempt, action.order)
     run.sealed_chunks += 1
     state = {"index": index, "actions": [_action(a) for a in finished]}
     record = {"workflow_id": run.workflow_id, "run_id": run.run_id,
@@ -149,8 +150,7 @@ def shadow_record(run: RunShadow, reservations: Iterable[Reservation],
     state = {
         "transitions": [list(t) for t in transitions],
         "last_completed_type": run.last_completed_type, "finished_ms": run.finished_ms,
-        "actions": [_action(a) for a in run.actions.values()
-                    if (a.action_id, a.attempt) not in run.sealed],
+        "actions": [_action(a) for a in run.actions.values()],
         "sealed_chunks": run.sealed_chunks,
         "likely": {t: _prediction(p) for t, p in run.likely.items()},
         "reservations": [_reservation(r) for r in reservations],
@@ -219,9 +219,9 @@ def restore_all(entries: Iterable[tuple[bytes, Mapping[str, Any] | None]]) -> Re
 
 def _merge_sealed(run: RunShadow,
                   chunks: Mapping[tuple[str, str, int], Mapping[str, Any]]) -> int:
-    """Put the actions of the sealed chunks ``run``'s record counts back into it (a chunk
-    numbered beyond is one whose record never followed: its actions are in the record); an
-    action's latest attempt wins. Returns how many counted chunks are missing."""
+    """Put the actions of the sealed chunks ``run``'s record counts back into ``run.sealed`` (a
+    chunk numbered beyond is one whose record never followed: its actions are in the record);
+    an action's latest attempt wins. Returns how many counted chunks are missing."""
     missing = 0
     for index in range(run.sealed_chunks):
         chunk = chunks.get((run.workflow_id, run.run_id, index))
@@ -229,11 +229,12 @@ def _merge_sealed(run: RunShadow,
             missing += 1
             continue
         for item in chunk["actions"]:
-            action = _restore_action(item)
-            run.sealed.add((action.action_id, action.attempt))
-            present = run.actions.get(action.action_id)
-            if present is None or present.attempt < action.attempt:
-                run.actions[action.action_id] = action
+            present = run.actions.get(item["id"])
+            if present is not None and present.attempt >= item["attempt"]:
+                continue  # retried since: the record holds the later attempt
+            sealed = run.sealed.get(item["id"])
+            if sealed is None or sealed[0] < item["attempt"]:
+                run.sealed[item["id"]] = (int(item["attempt"]), int(item["order"]))
     return missing
 
 

@@ -113,6 +113,10 @@ def register_shadow_routes(app: faust.App, service: ShadowService, *,
             prediction = action.prediction if action else None
             if prediction is None and action_id.startswith("next:"):
                 prediction = run.likely.get(action_id.removeprefix("next:"))
+            if prediction is None and action_id in run.sealed:
+                raise NotFound(f"action {action_id!r} of {workflow_id!r} finished and was "
+                               "sealed with the run's finished actions: its prediction is in "
+                               "the predictions table")
             if prediction is None:
                 raise NotFound(f"no prediction for action {action_id!r} of {workflow_id!r}; "
                                f"known: {sorted(run.actions)[:20]}, likely next: "
@@ -133,11 +137,11 @@ def register_shadow_routes(app: faust.App, service: ShadowService, *,
             actual = parse_usage(usage)
             run = await run_of(workflow_id)
             action = run.actions.get(action_id)
-            if action is None or action.prediction is None:
-                raise NotFound(f"no forecast action {action_id!r} in workflow {workflow_id!r}")
-            if action.feedback_done:
+            if action_id in run.sealed or (action is not None and action.feedback_done):
                 return self.json({"reason": f"feedback for {action_id!r} was already "
                                             "recorded"}, status=409)
+            if action is None or action.prediction is None:
+                raise NotFound(f"no forecast action {action_id!r} in workflow {workflow_id!r}")
             effects = shadows.feedback(run, action, actual)
             await (await service.settle(effects))
             [result] = effects.feedback

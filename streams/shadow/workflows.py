@@ -147,11 +147,16 @@ class RunShadow:
     replayed_through: dict[str, int] = field(default_factory=dict)
     """``applied`` as restored: messages at or before these offsets are already reflected in
     the restored state and are skipped when consumed again."""
-    sealed: set[tuple[str, int]] = field(default_factory=set)
-    """Finished actions (id, attempt) written in the run's sealed chunks
-    (``streams.shadow.changelog.seal_finished``), left out of its record."""
+    sealed: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Finished actions written in the run's sealed chunks
+    (``streams.shadow.changelog.seal_finished``), by id: (attempt, order). They are no longer
+    in ``actions`` (nor in the run's record): kept only to recognise their repeated events."""
     sealed_chunks: int = 0
     """How many sealed chunks the run has (their keys are numbered from 0)."""
+
+    def action_count(self) -> int:
+        """How many actions (by id) the run has scheduled: in ``actions`` or sealed."""
+        return len(self.actions) + len(self.sealed)
 
     def already_applied(self, topic: str, offset: int | None) -> bool:
         """Whether a message consumed again after a restore is reflected in the state."""
@@ -442,6 +447,8 @@ class ShadowWorkflows:
             run.note_applied(TELEMETRY_INPUT, offset)
             self._touched.add((workflow_id, run_id))
             return True
+        if run is not None and action_id in run.sealed:
+            return True  # finished, scored and sealed: late samples change nothing
         held = self.early_usage.get((workflow_id, run_id))
         usage = held.get(action_id) if held else None
         if usage is None:
@@ -539,28 +546,36 @@ class ShadowWorkflows:
         effects = Effects()
         action_id = event.action_id or ""
         previous = run.actions.get(action_id)
+        order = run.action_count()
+        first = previous is None  # the action's first attempt this shadow sees
         if previous is not None:
             if event.attempt <= previous.attempt:
                 return effects  # a duplicate
             effects.extend(self._retired(previous))
+            order = previous.order
+        elif action_id in run.sealed:
+            attempt, order = run.sealed[action_id]
+            if event.attempt <= attempt:
+                return effects  # a duplicate of a finished, sealed action
+            del run.sealed[action_id]  # retried: released and scored already, nothing to retire
+            first = False
         action_type = event.action_type or "unknown"
         declared = event.declared.memory_bytes if event.declared else None
         action = run.actions[action_id] = ActionShadow(
-            action_id, action_type, event.attempt,
-            previous.order if previous else len(run.actions),
+            action_id, action_type, event.attempt, order,
             float(event.attributes.get("input_bytes", 0.0)),
             float(declared) if declared else None)
         early = self._take_early(run, action_id)
         if early is not None:
             action.usage = early
-        if previous is None:
+        if first:
             outcome = transition_outcome(
                 self.learner, (run.workflow_id, run.run_id, action_id, event.attempt),
                 run.workflow_type, action_type, run.last_completed_type)
             self.learn(outcome)
             effects.outcomes.append(outcome)
         prediction = self._predict(run, action, now_ms)
-        placeholder = run.likely.pop(action_type, None) if previous is None else None
+        placeholder = run.likely.pop(action_type, None) if first else None
         if placeholder is not None and placeholder.reservation_id:
             # Claim the reservation made ahead; its lead time runs from then.
             prediction.reservation_id = placeholder.reservation_id
@@ -637,7 +652,7 @@ class ShadowWorkflows:
             if action_type in run.likely:
                 continue
             placeholder = f"next:{action_type}"
-            action = ActionShadow(placeholder, action_type, 1, len(run.actions), 0.0)
+            action = ActionShadow(placeholder, action_type, 1, run.action_count(), 0.0)
             prediction = self._predict(run, action, now_ms, likely=True)
             prediction.issued_event_ms = event_ms
             commands, alerts = self.pool.reserve(

@@ -4,6 +4,7 @@ middle goes on exactly as if nothing had happened (same commands, same ids, same
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -90,7 +91,8 @@ def test_sealed_chunks_keep_records_small_and_a_restore_whole() -> None:
     latest = {k: json.loads(r["state"]) for k, r in written if r["format"] == 1}
     for key, run in before.runs.items():
         kept = latest[record_key(*key)]["actions"]
-        assert sum(bool(a.get("done")) for a in kept) < 5 < len(run.actions) - len(kept)
+        assert sum(bool(a.get("done")) for a in kept) < 5 < len(run.sealed)
+        assert {a["id"] for a in kept} == set(run.actions)
 
     after = _shadows(copy.deepcopy(before.forecaster))
     restored = restore_all([(k, codec.decode(codec.encode("ShadowRecord", r)).record)
@@ -102,6 +104,7 @@ def test_sealed_chunks_keep_records_small_and_a_restore_whole() -> None:
     for key, run in before.runs.items():
         assert {(a.action_id, a.attempt) for a in after.runs[key].actions.values()} == {
             (a.action_id, a.attempt) for a in run.actions.values()}
+        assert after.runs[key].sealed == run.sealed
     assert done + _commands([after.on_event(e, 0, partition=1) for e in events[cut:]]) == expected
     # Repeats of sealed actions' events are recognised after the restore: nothing is reserved.
     assert _commands([after.on_event(e, 0, partition=1) for e in events[:cut]]) == []
@@ -120,7 +123,7 @@ def test_a_chunk_whose_record_never_followed_is_not_merged() -> None:
     # The worker died after writing the chunk, before the record leaving its actions out.
     (item,) = restore_all([(record_key(*key), record), (chunk.key, chunk.record)]).runs
     assert item.run.sealed_chunks == 0 and not item.run.sealed
-    assert set(item.run.actions) == set(run.actions)
+    assert set(item.run.actions) == set(run.actions) | set(run.sealed)
 
 
 def test_a_tombstone_forgets_a_run_and_revoked_partitions_hold_nothing() -> None:
@@ -161,3 +164,31 @@ def test_input_the_restored_state_reflects_is_skipped_and_later_input_is_not() -
     # New input is applied.
     after.on_telemetry("wf-a", "run-1", action_id, [6e8], [1.0], [0], [0.0], offset=8)
     assert usage.samples == 2 and usage.peak_memory_bytes == 6e8
+
+
+def test_a_sealed_action_is_known_by_its_id_alone() -> None:
+    shadows = _shadows()
+    events = _events()
+    first_run = [e for e in events if e.run_id == "run-1"]
+    for event in first_run:
+        shadows.on_event(event, 0, partition=1)
+    key = ("wf-a", "run-1")
+    run = shadows.runs[key]
+    chunk = seal_finished(run, every=1)
+    assert chunk is not None and run.sealed and not any(
+        a.action_id in run.sealed for a in run.actions.values())
+    action_id, (attempt, order) = next(iter(run.sealed.items()))
+    scheduled = next(e for e in first_run
+                     if e.action_id == action_id and e.kind.name == "ACTION_SCHEDULED")
+    # Its repeated events and late telemetry change nothing and hold nothing.
+    assert _commands([shadows.on_event(e, 0, partition=1) for e in first_run]) == []
+    assert shadows.on_telemetry("wf-a", "run-1", action_id, [1e9], [1.0], [0], [0.0])
+    assert not shadows.early_usage
+    # A retry is a new attempt in the same place: reserved anew, no transition learned.
+    count, learned = run.action_count(), shadows.transitions.of_type(run.workflow_type)
+    retry = dataclasses.replace(scheduled, attempt=attempt + 1, sequence=10_000)
+    [(_, op, retried, _)] = _commands([shadows.on_event(retry, 0, partition=1)])
+    assert (op, retried) == ("RESERVE", action_id)
+    assert run.actions[action_id].order == order and action_id not in run.sealed
+    assert run.action_count() == count
+    assert shadows.transitions.of_type(run.workflow_type) == learned
