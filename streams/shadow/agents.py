@@ -378,9 +378,8 @@ MAX_RECORD_BYTES = 512 * 1024
 @dataclass
 class _Step:
     """A step waiting to be written: its step records and sealed chunks, its run records and
-    tombstones, the
-    effects to send after them; ``issued`` resolves once the records are written and the
-    effects handed to the producer, ``stored`` once the effects are stored."""
+    tombstones, the effects to send after them; ``issued`` resolves once the records are written
+    and the effects handed to the producer, ``stored`` once the effects are stored."""
 
     step_id: str
     steps: list[tuple[bytes, bytes, int]]
