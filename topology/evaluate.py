@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from streams.forecasting.evaluation import Evaluation, Outcome, evaluate, order_runs
+from streams.forecasting.floor import NAME as FLOOR
 from streams.forecasting.forecaster import Forecaster
 from streams.forecasting.selection import FamilyResult, Lofo, leave_one_family_out
 from streams.forecasting.sizing import baselines
@@ -87,9 +88,6 @@ def table(result: Evaluation, runs: int) -> str:
             for bucket, (n, covered) in sorted(o.calibration.items()):
                 lines.append(f"{bucket:>5.1f}-{bucket + 0.1:<5.1f} {n:>7} {covered / n:>8.2%}")
     return "\n".join(lines)
-
-
-FLOOR = "clairvoyant floor"
 
 
 def lofo_table(result: Lofo) -> str:

@@ -27,6 +27,7 @@ from clickhouse_driver import Client
 from schemas.records import SEVERITIES
 from sinks.clickhouse import connect
 from streams.forecasting.evaluation import evaluate, memory_outcome
+from streams.forecasting.floor import NAME as FLOOR
 from streams.forecasting.floor import clairvoyant_floor
 from streams.forecasting.sizing import MINIMUM_ALLOCATION, baselines
 from streams.traces.detection import score_detection
@@ -150,7 +151,6 @@ def build_report(client: Client, since_ms: int, faults: list[Fault] | None = Non
 
 LIVE_UNDER_TARGET = 0.01
 """The live target's budget of actions under-provisioned at first attempt (1%)."""
-FLOOR = "clairvoyant floor"
 
 
 def wastage_by_method(actuals: list[tuple[Any, ...]],

@@ -63,6 +63,15 @@ class Outcome:
         return (self.cpu_unused_core_h / self.cpu_allocated_core_h
                 if self.cpu_allocated_core_h else 0.0)
 
+    def add_memory(self, allocation: float, peak: float, runtime_s: float) -> None:
+        """Count one task of ``peak`` run with ``allocation`` first (``memory_outcome``)."""
+        wasted, failures = memory_outcome(allocation, peak, runtime_s)
+        self.tasks += 1
+        self.underprovisioned += allocation < peak
+        self.wastage_gbh += wasted
+        self.failed_attempts += failures
+        self.usage_gbh += peak * runtime_s / HOUR / GB
+
     def add(self, other: Outcome) -> None:
         """Accumulate ``other`` into this outcome."""
         for name in ("tasks", "underprovisioned", "usage_gbh", "wastage_gbh", "failed_attempts",
@@ -198,13 +207,8 @@ def _run(trace: Trace, run_id: str, placed: list[Slot], methods: Sequence[Sizing
             memory, cpu = given.pop((method.name, order))
             outcome = outcomes[method.name]
             if task.memory_bytes is not None:
-                outcome.tasks += 1
                 peak = float(task.memory_bytes)
-                outcome.underprovisioned += memory < peak
-                wasted, failures = memory_outcome(memory, peak, task.runtime_s)
-                outcome.wastage_gbh += wasted
-                outcome.failed_attempts += failures
-                outcome.usage_gbh += peak * task.runtime_s / HOUR / GB
+                outcome.add_memory(memory, peak, task.runtime_s)
                 confidence = stated.pop((method.name, order), None)
                 if confidence is not None:
                     bucket = outcome.calibration.setdefault(min(int(confidence * 10), 9) / 10,

@@ -21,10 +21,13 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 
-from streams.forecasting.evaluation import GB, HOUR, Outcome, memory_outcome, sizing_context
+from streams.forecasting.evaluation import Outcome, memory_outcome, sizing_context
 from streams.forecasting.sizing import MINIMUM_ALLOCATION, cold_start, program_of
 from streams.traces.formats import Trace
 from streams.traces.schedule import Slot, schedule
+
+NAME = "clairvoyant floor"
+"""How tables and reports name the floor."""
 
 Class = tuple[str, str, float]
 """(run, action type, input bytes): tasks no method can tell apart when it sizes them."""
@@ -51,14 +54,14 @@ def clairvoyant_floor(traces: Sequence[Trace], under_budget: float = 0.005,
                 classes[(run_id, task.task_type, float(task.input_bytes))].append((peak, runtime))
                 continue
             context = sizing_context(trace, slot, run_id, 0.0)
-            _count(outcome, max(cold_start(context, "memory"), MINIMUM_ALLOCATION["memory"]),
-                   peak, runtime)
+            outcome.add_memory(max(cold_start(context, "memory"), MINIMUM_ALLOCATION["memory"]),
+                               peak, runtime)
         completed.update(known_from)
     budget = max(0, math.floor(under_budget * (outcome.tasks + sum(map(len, classes.values()))))
                  - outcome.underprovisioned)
     for allocation, tasks in _cheapest(list(classes.values()), budget):
         for peak, runtime in tasks:
-            _count(outcome, allocation, peak, runtime)
+            outcome.add_memory(allocation, peak, runtime)
     return outcome
 
 
@@ -82,15 +85,6 @@ def _known(first: tuple[float, int] | None, slot: Slot) -> bool:
     end, order = first
     return end < slot.start_s or (end == slot.start_s and order != slot.order
                                   and (end > 0 or order < slot.order))
-
-
-def _count(outcome: Outcome, allocation: float, peak: float, runtime_s: float) -> None:
-    wasted, failures = memory_outcome(allocation, peak, runtime_s)
-    outcome.tasks += 1
-    outcome.underprovisioned += allocation < peak
-    outcome.wastage_gbh += wasted
-    outcome.failed_attempts += failures
-    outcome.usage_gbh += peak * runtime_s / HOUR / GB
 
 
 def _cheapest(classes: list[list[tuple[float, float]]], budget: int
