@@ -30,7 +30,8 @@ def register_rewind_uncommitted(app: faust.App) -> None:
         if not uncommitted:
             return
         earliest = await consumer.earliest_offsets(*uncommitted)
-        for tp in uncommitted:
-            await consumer.seek(tp, earliest.get(tp) or 0)
+        # seek_wait runs on the consumer's own thread: a plain seek() from this one races the
+        # fetcher, which then crashes the worker (KeyError in aiokafka's fetched_records).
+        await consumer.seek_wait({tp: earliest.get(tp) or 0 for tp in uncommitted})
         log.info("no committed offset yet for %s: reading them from their earliest offset",
                  ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(uncommitted)))
