@@ -76,8 +76,7 @@ class ShadowedPipeline:
             every = int(request.get("continue_every") or 0)
             if every and (step + 1) % every == 0 and step + 1 < steps:
                 # A long pipeline goes on in a new run, carrying its state (not its history).
-                workflow.continue_as_new({**{k: v for k, v in request.items() if k != RESUME},
-                                          RESUME: self.state.carried()})
+                self.state.continue_as_new({k: v for k, v in request.items() if k != RESUME})
         self.state.finish()
         return {"total": total, "steps": steps}
 

@@ -28,14 +28,15 @@ memo, which is how the mirror learns them), calls ``finish`` before it returns, 
 
 ``snapshot()`` gives the variables and the history length the workflow had processed; the
 adapter publishes them as a ``StateSnapshot`` at the sequence that ends that workflow task's
-commands. A run started with ``{"shadowflow_resume": variables}`` (a promotion) starts from them.
+commands. A run started with ``{"shadowflow_resume": variables}`` (a promotion) starts from them;
+a long run goes on in a new one with ``continue_as_new``, which carries its state.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -124,6 +125,14 @@ class ShadowState:
     def finish(self, status: str = "COMPLETED") -> None:
         """Call right before the workflow returns (``COMPLETED``)."""
         self.variables["wf.status"] = status
+
+    def continue_as_new(self, request: Mapping[str, Any]) -> NoReturn:
+        """``workflow.continue_as_new`` with ``request`` and this state carried
+        (``{"shadowflow_resume": carried()}``). The closed run reads ``COMPLETED``, as the mirror
+        derives it from the history: a query answered after the last task must agree."""
+        carried = self.carried()
+        self.finish()
+        workflow.continue_as_new({**request, RESUME_KEY: carried})
 
     def snapshot(self) -> dict[str, Any]:
         """``{"history_length": n, "variables": {...}}``: the answer of the ``shadowflow_state``

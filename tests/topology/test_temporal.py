@@ -31,6 +31,7 @@ from examples.temporal_pipeline import (
 )
 from infra.temporal import dev_server
 from sinks.clickhouse import connect
+from streams.temporal.state import QUERY
 from tests.support import WorkerProcess, call, quote_id, wait_for
 from topology.settings import Settings
 from topology.temporal import Adapter, Checkpoints, following, promote
@@ -210,11 +211,12 @@ def test_a_pipeline_continued_as_new_is_followed_into_each_run(
     settings = shadowed
     example = ExampleWorker(settings, tmp_path / "example.log")
 
-    async def scenario() -> tuple[str, dict[str, int], dict[str, Any]]:
+    async def scenario() -> tuple[str, dict[str, int], dict[str, Any], list[Any]]:
         async with following(settings) as (client, _):
             return await continued(client)
 
-    async def continued(client: Client) -> tuple[str, dict[str, int], dict[str, Any]]:
+    async def continued(client: Client
+                        ) -> tuple[str, dict[str, int], dict[str, Any], list[Any]]:
         workflow_id = f"pipe-{uuid.uuid4().hex[:8]}"
         await client.start_workflow(
             WORKFLOW_TYPE, {"steps": 9, "continue_every": 3, "megabytes": 1, "rounds": 1},
@@ -226,11 +228,15 @@ def test_a_pipeline_continued_as_new_is_followed_into_each_run(
             lengths[execution.run_id] = len((await handle.fetch_history()).events)
         await until(lambda: len(Checkpoints(settings.temporal_checkpoint_file).finished) == 3,
                     what="the three runs followed to their end")
-        return workflow_id, lengths, result
+        # What the adapter gets when its query is answered after a run's last task.
+        closed = [await client.get_workflow_handle(workflow_id, run_id=run_id).query(QUERY)
+                  for run_id in lengths]
+        return workflow_id, lengths, result, closed
 
-    workflow_id, lengths, result = asyncio.run(scenario())
+    workflow_id, lengths, result, closed = asyncio.run(scenario())
     example.kill()
     assert result == {"steps": 9, "total": expected_total(9)} and len(lengths) == 3
+    assert [state["variables"]["wf.status"] for state in closed] == ["COMPLETED"] * 3
 
     def stored() -> dict[str, int]:
         return dict(connect(settings).execute(
