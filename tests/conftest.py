@@ -28,6 +28,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    """A failed test's report ends with the last lines of each log its processes wrote (worker,
+    example worker) in its temporary folder: a CI failure names its cause without a rerun."""
+    report = yield
+    folder = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.failed and isinstance(folder, Path):
+        for log in sorted(folder.rglob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            report.sections.append((f"last lines of {log.name}", "\n".join(tail)))
+    return report
+
+
+LOG_TAIL_LINES = 40
+
 # Lets two test sessions run side by side on one machine, each with its own stack.
 PORT_OFFSET = int(os.environ.get("SHADOWFLOW_TEST_PORT_OFFSET", "0"))
 
