@@ -155,6 +155,10 @@ class Settings:
     feedback_grace_seconds: float = _setting(
         5.0, "How long after an action completes its telemetry may still arrive before its "
         "forecast is scored.")
+    feedback_max_wait_seconds: float = _setting(
+        600.0, "How long a completed action waits for any telemetry before its forecast is "
+        "given up unscored (nothing learned): without telemetry, waiting actions would pile up "
+        "and their runs' records grow.")
     miss_alert_ratio: float = _setting(
         2.0, "Alert when an action used more than this times, or less than 1/this of, its "
         "forecast (and always when it exceeded its memory allocation).")

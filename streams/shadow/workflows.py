@@ -221,6 +221,9 @@ class ShadowConfig:
     """Reserve ahead for next action types at least this likely."""
     miss_alert_ratio: float = 2.0
     """Alert when an action used more than this times, or less than 1/this of, its forecast."""
+    feedback_max_wait_ms: int = 600_000
+    """A completed action with no usage reported this long after its completion is given up:
+    nothing is learned from it, and it no longer waits (nor weighs on its run's record)."""
 
 
 class Transitions:
@@ -286,9 +289,12 @@ class ShadowWorkflows:
         # time: eviction looks at the front only.
         self._finish_order: deque[tuple[int, tuple[str, str]]] = deque()
         self._finished_at: dict[tuple[str, str], int] = {}
-        # Completed actions awaiting feedback, in the order their completion was seen: the timer
-        # looks at the front only instead of scanning every action of every run.
-        self._awaiting_feedback: deque[tuple[int, tuple[str, str], str, int]] = deque()
+        # Completed actions awaiting feedback, by (time looked at last, run, action, attempt,
+        # time the completion was seen), oldest first: the timer looks at the front only, and
+        # at an action still without telemetry once per grace, not at every tick.
+        self._awaiting_feedback: deque[tuple[int, tuple[str, str], str, int, int]] = deque()
+        self.feedback_abandoned = 0
+        """Completed actions given up after ``feedback_max_wait_ms`` without any usage."""
         # One "manual sizing needed" alert per workflow and action type, not one per action.
         self._sizing_alerted: set[tuple[str, str]] = set()
         # Runs changed, and runs forgotten, since the caller last took them (to persist them).
@@ -341,7 +347,8 @@ class ShadowWorkflows:
             self._mark_finished(key, now_ms)
         for action in run.actions.values():
             if action.completed_ms is not None and not action.feedback_done:
-                self._awaiting_feedback.append((now_ms, key, action.action_id, action.attempt))
+                self._awaiting_feedback.append(
+                    (now_ms, key, action.action_id, action.attempt, now_ms))
 
     def drop_partitions(self, partitions: Iterable[int]) -> list[tuple[str, str]]:
         """Forget the runs of partitions this worker no longer owns, and what they hold (their
@@ -411,7 +418,8 @@ class ShadowWorkflows:
                     usage = action.usage.actual() if action.usage.samples else {}
                     effects.extend(self.feedback(run, action, {**usage, **reported}))
                 else:  # learn once its telemetry had time to arrive
-                    self._awaiting_feedback.append((now_ms, key, action.action_id, action.attempt))
+                    self._awaiting_feedback.append(
+                        (now_ms, key, action.action_id, action.attempt, now_ms))
                 if kind is EventKind.ACTION_COMPLETED:
                     run.last_completed_type = action.action_type
                     effects.extend(self._reserve_likely(run, action.action_type, now_ms,
@@ -461,21 +469,28 @@ class ShadowWorkflows:
         return True
 
     def due_feedback(self, now_ms: int, grace_ms: int) -> Effects:
-        """Feedback for completed actions whose telemetry had ``grace_ms`` to arrive."""
+        """Feedback for completed actions whose telemetry had ``grace_ms`` to arrive; one still
+        without any is looked at again a grace later, and given up once it waited
+        ``feedback_max_wait_ms`` (counted in ``feedback_abandoned``)."""
         effects = Effects()
         queue = self._awaiting_feedback
-        no_telemetry_yet = []
+        later = []
         while queue and now_ms - queue[0][0] >= grace_ms:
             entry = queue.popleft()
-            run = self.runs.get(entry[1])
-            action = run.actions.get(entry[2]) if run else None
-            if action is None or action.feedback_done or action.attempt != entry[3]:
+            _, key, action_id, attempt, seen_ms = entry
+            run = self.runs.get(key)
+            action = run.actions.get(action_id) if run else None
+            if action is None or action.feedback_done or action.attempt != attempt:
                 continue
             if action.usage.samples:
                 effects.extend(self.feedback(run, action, action.usage.actual()))
-            else:  # its telemetry may still come: look again next time
-                no_telemetry_yet.append(entry)
-        queue.extendleft(reversed(no_telemetry_yet))
+            elif now_ms - seen_ms >= self.config.feedback_max_wait_ms:
+                action.feedback_done = True  # nothing to learn: sealed with the finished ones
+                self._touched.add(key)
+                self.feedback_abandoned += 1
+            else:  # its telemetry may still come
+                later.append((now_ms, key, action_id, attempt, seen_ms))
+        queue.extend(later)
         return effects
 
     def feedback(self, run: RunShadow, action: ActionShadow,

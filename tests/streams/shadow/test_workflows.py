@@ -310,3 +310,29 @@ def test_telemetry_beyond_the_early_buffer_is_refused_and_counted() -> None:
     shadows.on_event(_event("r", 2, EventKind.ACTION_SCHEDULED, "A1", "A"), 0)
     assert shadows.early_count == 1  # room again
     assert shadows.on_telemetry("wf-r", "r", "A3", [1.0], [1.0], [0], [0.0])
+
+
+def test_an_action_without_telemetry_is_looked_at_once_per_grace_then_given_up() -> None:
+    """An engine that sends no telemetry: completed actions wait for their usage, but each is
+    looked at once per grace (not at every tick), and given up after the maximum wait, so
+    nothing waits, nor stays in the run's record, for ever."""
+    shadows = ShadowWorkflows(Forecaster(), ReservationPool({"memory_bytes": 100 * GB}, 60_000),
+                              ShadowConfig(feedback_max_wait_ms=12_000))
+    shadows.on_event(_event("r", 1, EventKind.WORKFLOW_STARTED), 0)
+    for n in range(50):
+        name = f"A{n}"
+        for seq, kind in enumerate((EventKind.ACTION_SCHEDULED, EventKind.ACTION_STARTED,
+                                    EventKind.ACTION_COMPLETED)):
+            shadows.on_event(_event("r", 2 + 3 * n + seq, kind, name, "A"), 1_000)
+    run = shadows.runs[("wf-r", "r")]
+    assert shadows.due_feedback(2_000, 5_000).feedback == []  # not due yet: nothing looked at
+    # Due: each is looked at and sent back to wait; until a grace later, none is looked at.
+    assert steps_of(lambda: shadows.due_feedback(6_000, 5_000)) > 50
+    assert steps_of(lambda: shadows.due_feedback(10_999, 5_000)) < 20
+    shadows.on_telemetry("wf-r", "r", "A0", [1.0 * GB], [1.0], [0], [0.0])
+    assert [f.action_id for f in shadows.due_feedback(11_000, 5_000).feedback] == ["A0"]
+    assert shadows.feedback_abandoned == 0 and not run.actions["A1"].feedback_done
+    assert shadows.due_feedback(16_000, 5_000).feedback == []
+    assert shadows.feedback_abandoned == 49
+    assert all(action.feedback_done for action in run.actions.values())
+    assert shadows.due_feedback(10**9, 5_000).feedback == []
