@@ -25,6 +25,11 @@ from streams.runtime.deadletters import (
 from streams.runtime.messages import Located, RawMessage
 from streams.runtime.metrics import stats_of
 
+FOLLOWER_STEP_EVENTS = 500
+"""Most events handed to the followers in one step. A batch of envelopes can hold 100,000
+events: in one step the event loop would be blocked for seconds (timers, acks and HTTP requests
+waiting, reservation commands late) and one step's effects per run would be megabytes."""
+
 
 @dataclass
 class HistoryBatch:
@@ -63,8 +68,12 @@ def register_history_agent(app: faust.App, *, source: faust.TopicT,
         stored = await sink.submit(WORKFLOW_EVENTS, workflow_event_columns(batch.events),
                                    [messages[e.partition, e.offset] for e in batch.events])
         effects = [dead_letter_refused(deadletters, stored, codec)]
-        for follower in followers:
-            effects.append(await follower.apply(batch.events))
+        for start in range(0, len(batch.events), FOLLOWER_STEP_EVENTS):
+            if start:
+                await asyncio.sleep(0)  # let timers, acks and HTTP requests in between steps
+            for follower in followers:
+                effects.append(await follower.apply(
+                    batch.events[start:start + FOLLOWER_STEP_EVENTS]))
         return all_done(effects)
 
     @app.agent(source, name="history-ingest")
