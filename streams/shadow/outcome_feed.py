@@ -67,14 +67,23 @@ class OutcomeFeed:
                          for p in range(self._settings.partitions)])
         try:
             while not self._stop.is_set():
-                message = consumer.poll(1.0)
-                if message is None or message.error() is not None or message.value() is None:
-                    continue
-                record = _decode(self._codec, message.value())
-                if record is not None and self._loop is not None:
-                    self._loop.call_soon_threadsafe(self._learn, record)
+                # In batches, handed over in one call: a call per record woke the event loop
+                # once per action outcome, mostly this worker's own (skipped there).
+                records = [record for message in consumer.consume(FEED_BATCH, 1.0)
+                           if message.error() is None and message.value() is not None
+                           and (record := _decode(self._codec, message.value())) is not None]
+                if records and self._loop is not None:
+                    self._loop.call_soon_threadsafe(self._learn_all, records)
         finally:
             consumer.close()
+
+    def _learn_all(self, records: list[Outcome]) -> None:
+        for record in records:
+            self._learn(record)
+
+
+FEED_BATCH = 500
+"""Most outcomes the feed hands to the event loop at once."""
 
 
 def _decode(codec: Codec, value: bytes) -> Outcome | None:
