@@ -31,6 +31,7 @@ from streams.runtime.deadletters import decode_or_dead_letter, publish_dead_lett
 from streams.runtime.kafka import KafkaAddress
 from streams.runtime.messages import Located, RawMessage
 from streams.runtime.metrics import stats_of
+from streams.runtime.publish import send_raw
 from streams.runtime.restore import Entries, PartitionRestorer, hand_over
 from streams.runtime.upkeep import register_upkeep
 
@@ -136,8 +137,7 @@ class MirrorService:
             records += [(record_key, None if record is None
                          else self.codec.encode("MirrorRecord", record), partition)
                         for record_key, record in next_records(mirror)]
-        deliveries = [await self.mirror_topic.send(key=key, value=value, partition=partition,
-                                                   force=True)
+        deliveries = [await send_raw(self.mirror_topic, key, value, partition)
                       for key, value, partition in records]
         self._in_flight.update(deliveries)
         for delivery in deliveries:
@@ -154,8 +154,7 @@ class MirrorService:
         stats_of(self.mirror_topic.app).evictions["mirror"] += len(evicted)
         for key, mirror in evicted.items():
             for record_key in changelog_keys(mirror):
-                await self.mirror_topic.send(key=record_key, value=None,
-                                             partition=partition_of.get(key), force=True)
+                await send_raw(self.mirror_topic, record_key, None, partition_of.get(key))
 
     def _finish(self, token: Hashable, error: BaseException | None = None) -> None:
         future = self._done.pop(token, None)

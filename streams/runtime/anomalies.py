@@ -15,6 +15,7 @@ from schemas.codec import Codec
 from sinks.batcher import BatchingSink
 from sinks.tables import ANOMALIES, anomaly_columns
 from streams.runtime.metrics import stats_of
+from streams.runtime.publish import send_raw
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,8 @@ class AnomalyOutlet:
             log.warning("anomaly %s %s %s/%s@%d %s: %s", record["severity"], record["kind"],
                         record["workflow_id"], record["run_id"], record["sequence"],
                         record.get("action_id") or "", record["message"])
-            pending.append(await self._topic.send(
-                key=record["workflow_id"].encode(), value=self._codec.encode("Anomaly", record),
-                force=True))
+            pending.append(await send_raw(
+                self._topic, record["workflow_id"].encode(), self._codec.encode("Anomaly", record)))
         if records:
             pending.append(await self._sink.submit(ANOMALIES, anomaly_columns(records)))
         return pending

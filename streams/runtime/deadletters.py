@@ -18,6 +18,7 @@ from sinks.batcher import Rejected
 from streams.runtime import clock
 from streams.runtime.messages import RawMessage
 from streams.runtime.metrics import reason_label, stats_of
+from streams.runtime.publish import send_raw
 from streams.runtime.validation import violation
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,8 @@ async def publish_dead_letters(topic: faust.TopicT, letters: Sequence[DeadLetter
         counts[reason_label(letter.reason)] += 1
         log.warning("dead letter from %s[%d]@%d: %s", letter.topic, letter.partition,
                     letter.offset, letter.reason)
-        deliveries.append(await topic.send(
-            key=letter.key, value=codec.encode("DeadLetter", letter.to_avro()), force=True))
+        deliveries.append(await send_raw(
+            topic, letter.key, codec.encode("DeadLetter", letter.to_avro())))
     for delivery in deliveries:
         await delivery
 

@@ -38,6 +38,7 @@ from streams.runtime.deadletters import (
 from streams.runtime.kafka import KafkaAddress
 from streams.runtime.messages import Located, RawMessage
 from streams.runtime.metrics import stats_of
+from streams.runtime.publish import send_raw
 from streams.runtime.restore import Entries, PartitionRestorer, hand_over
 from streams.runtime.upkeep import register_upkeep
 from streams.shadow.changelog import (
@@ -47,10 +48,8 @@ from streams.shadow.changelog import (
     restore_all,
     seal_finished,
     shadow_record,
-    step_key,
-    step_record,
 )
-from streams.shadow.outbox import Outbox, Outgoing, RunKey, outgoing_by_run
+from streams.shadow.outbox import Outbox, Outgoing, RunKey, outgoing_by_run, step_records
 from streams.shadow.outcomes import outcome_key
 from streams.shadow.telemetry import windows
 from streams.shadow.workflows import Effects, ShadowWorkflows
@@ -142,9 +141,7 @@ class ShadowService:
         touched |= {key for key, _, _ in entries} & self.shadows.runs.keys()
         steps = self._step_records(step_id, entries)
         chunks = self._seal(sorted(touched))
-        records: list[tuple[bytes, bytes | None, int]] = [
-            (record_key(*key), self._record(key), self.shadows.runs[key].partition)
-            for key in sorted(touched)]
+        records: list[tuple[bytes, None, int]] = []
         for key, partition in sorted(forgotten.items()):
             # One more chunk key than counted: one written by a step whose record never
             # followed (a crash between the two) goes too.
@@ -154,8 +151,8 @@ class ShadowService:
         records += [(key, None, partition) for key, partition in stale]
         sending = [out for _, _, out in entries] + unplaced
         loop = asyncio.get_running_loop()
-        step = _Step(step_id, steps, chunks, records, sending, loop.create_future(),
-                     loop.create_future())
+        step = _Step(step_id, steps, chunks, sorted(touched), records, sending,
+                     loop.create_future(), loop.create_future())
         self._issued = step.issued
         self._queue.append(step)
         if self._writer is None or self._writer.done():
@@ -182,34 +179,18 @@ class ShadowService:
 
     def _step_records(self, step_id: str, entries: list[tuple[RunKey, int, Outgoing]],
                       ) -> list[tuple[bytes, bytes, int]]:
-        """A step's entries as step records, one or more per partition (each under
-        ``MAX_RECORD_BYTES``)."""
-        chunks: dict[int, list[list[tuple[str, str, bool, str]]]] = {}
-        sizes: dict[int, int] = {}
-        for (workflow_id, run_id), partition, out in entries:
-            text = out.text()
-            if len(text) > MAX_RECORD_BYTES:
-                # One run decided more in one step than a record holds: its effects are sent
-                # unwritten, so a crash before they are stored makes the new owner decide anew.
-                self.oversized_outboxes += 1
-                log.warning("the effects of %s/%s in one step are %d bytes: sent without being "
-                            "written ahead (%d times so far)", workflow_id, run_id, len(text),
-                            self.oversized_outboxes)
-                continue
-            parts = chunks.setdefault(partition, [[]])
-            if sizes.get(partition, 0) + len(text) > MAX_RECORD_BYTES and parts[-1]:
-                parts.append([])
-                sizes[partition] = 0
-            sizes[partition] = sizes.get(partition, 0) + len(text) + 200
-            # A run forgotten in this step has no record to name the step: its entry is sent
-            # again by a restore whatever (an orphan of this kind would be resent; rare).
-            parts[-1].append((workflow_id, run_id, (workflow_id, run_id) in self.shadows.runs,
-                              text))
-        return [(step_key(f"{step_id}.{partition}.{index}"),
-                 self.codec.encode("ShadowRecord", step_record(step_id, partition, part)),
-                 partition)
-                for partition, parts in sorted(chunks.items())
-                for index, part in enumerate(parts)]
+        """A step's entries as encoded step records (``outbox.step_records``)."""
+        packed = step_records(step_id, [(key, partition, key in self.shadows.runs, out)
+                                        for key, partition, out in entries])
+        for (workflow_id, run_id), piece in packed.unwritten:
+            # A single record or row larger than a step record: sent unwritten, so a crash
+            # before it is stored makes the new owner decide it anew.
+            self.oversized_outboxes += 1
+            log.warning("an effect of %s/%s is %d bytes, more than a step record holds: sent "
+                        "without being written ahead (%d times so far)", workflow_id, run_id,
+                        len(piece.text()), self.oversized_outboxes)
+        return [(key, self.codec.encode("ShadowRecord", record), partition)
+                for key, record, partition in packed.records]
 
     async def _write(self) -> None:
         """Write the queued steps, all those waiting at once (group commit: one round trip per
@@ -217,16 +198,11 @@ class ShadowService:
         order. A step's records go out only after every earlier step's did."""
         while self._queue:
             group, self._queue = self._queue, []
-            latest: dict[bytes, tuple[bytes | None, int]] = {}
-            for step in group:
-                for key, value, partition in step.records:
-                    latest[key] = (value, partition)
             waves = [[record for step in group for record in [*step.steps, *step.chunks]],
-                     [(key, value, partition) for key, (value, partition) in latest.items()]]
+                     self._latest_records(group)]
             try:
                 for wave in waves:  # each on the broker before the next is sent
-                    deliveries = [await self.shadow_topic.send(key=key, value=value,
-                                                               partition=partition, force=True)
+                    deliveries = [await send_raw(self.shadow_topic, key, value, partition)
                                   for key, value, partition in wave]
                     for delivery in deliveries:
                         await delivery
@@ -246,6 +222,24 @@ class ShadowService:
                           "the batches they came from fail with it", exc)
                 return
 
+    def _latest_records(self, group: Sequence[_Step]) -> list[tuple[bytes, bytes | None, int]]:
+        """The records of the runs a group of steps touched, each encoded once, from the state
+        now, and the group's tombstones. Now (the group just taken, nothing awaited since) the
+        state reflects exactly the steps written so far and these: a record never names or
+        reflects a step whose effects are not written ahead of it."""
+        tombstones: dict[bytes, tuple[None, int]] = {}
+        touched: dict[bytes, RunKey] = {}
+        for step in group:
+            for key, value, partition in step.records:
+                tombstones[key] = (value, partition)
+                touched.pop(key, None)
+            for run in step.touched:
+                touched[record_key(*run)] = run
+                tombstones.pop(record_key(*run), None)
+        return [*((key, value, partition) for key, (value, partition) in tombstones.items()),
+                *((key, self._record(run), self.shadows.runs[run].partition)
+                  for key, run in touched.items() if run in self.shadows.runs)]
+
     async def _confirm(self, step: _Step, pending: list[asyncio.Future[Any]]) -> None:
         """Once a step's effects are stored: it is confirmed, its step records tombstoned (a
         lost tombstone only makes a restore send them again)."""
@@ -254,8 +248,7 @@ class ShadowService:
                 await future
             self.outbox.confirm(step.step_id)
             for key, _, partition in step.steps:
-                await self.shadow_topic.send(key=key, value=None, partition=partition,
-                                             force=True)
+                await send_raw(self.shadow_topic, key, None, partition)
         except BaseException as exc:
             step.fail(exc)
             return
@@ -269,13 +262,13 @@ class ShadowService:
         alerts = []
         for out in sending:
             for command in out.commands:
-                pending.append(await self.reservation_topic.send(
-                    key=command["workflow_id"].encode(),
-                    value=self.codec.encode("ReservationCommand", command), force=True))
+                pending.append(await send_raw(
+                    self.reservation_topic, command["workflow_id"].encode(),
+                    self.codec.encode("ReservationCommand", command)))
             for outcome in out.outcomes:
-                pending.append(await self.outcome_topic.send(
-                    key=outcome_key(outcome), value=self.codec.encode("ActionOutcome", outcome),
-                    force=True))
+                pending.append(await send_raw(
+                    self.outcome_topic, outcome_key(outcome),
+                    self.codec.encode("ActionOutcome", outcome)))
             alerts += out.alerts
             for table, table_rows in out.rows.items():
                 rows.setdefault(table, []).extend(table_rows)
@@ -371,21 +364,22 @@ class ShadowService:
         await self.settle(effects)
 
 
-MAX_RECORD_BYTES = 512 * 1024
-"""Largest step record: half the producer's default limit of 1 MiB."""
-
-
 @dataclass
 class _Step:
-    """A step waiting to be written: its step records and sealed chunks, its run records and
-    tombstones, the effects to send after them; ``issued`` resolves once the records are written
-    and the effects handed to the producer, ``stored`` once the effects are stored."""
+    """A step waiting to be written: its step records and sealed chunks, the runs whose records
+    follow them and its tombstones, the effects to send after them; ``issued`` resolves once
+    the records are written and the effects handed to the producer, ``stored`` once the effects
+    are stored."""
 
     step_id: str
     steps: list[tuple[bytes, bytes, int]]
     chunks: list[tuple[bytes, bytes, int]]
     """Sealed chunks, written with the step records (never tombstoned with them)."""
-    records: list[tuple[bytes, bytes | None, int]]
+    touched: list[RunKey]
+    """Runs whose records follow: encoded when the step is written, once for all the steps
+    written together (a run touched by every step of a long batch is encoded once a wave)."""
+    records: list[tuple[bytes, None, int]]
+    """Tombstones of forgotten runs, their sealed chunks and stale step records."""
     sending: list[Outgoing]
     issued: asyncio.Future[None]
     stored: asyncio.Future[None]

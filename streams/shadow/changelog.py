@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from streams.forecasting.forecaster import Forecast
@@ -251,7 +251,7 @@ def _action(action: ActionShadow) -> dict[str, Any]:
             "order": action.order, "input_bytes": action.input_bytes,
             "requested_memory": action.requested_memory, "started_ms": action.started_ms,
             "completed_ms": action.completed_ms, "feedback_done": action.feedback_done,
-            "completion_seen_ms": action.completion_seen_ms, "usage": asdict(action.usage),
+            "completion_seen_ms": action.completion_seen_ms, "usage": _flat(action.usage),
             "prediction": None if action.prediction is None else _prediction(action.prediction)}
 
 
@@ -274,7 +274,7 @@ def _restore_action(item: Mapping[str, Any]) -> ActionShadow:
 
 def _prediction(p: Prediction) -> dict[str, Any]:
     return {"action_id": p.action_id, "action_type": p.action_type,
-            "forecasts": {r: asdict(f) for r, f in p.forecasts.items()},
+            "forecasts": {r: _flat(f) for r, f in p.forecasts.items()},
             "allocation": p.allocation, "source": p.source, "confidence": p.confidence,
             "reservation_id": p.reservation_id, "issued_ms": p.issued_ms, "likely": p.likely,
             "issued_event_ms": p.issued_event_ms}
@@ -289,7 +289,14 @@ def _restore_prediction(item: Mapping[str, Any]) -> Prediction:
 
 
 def _reservation(r: Reservation) -> dict[str, Any]:
-    return asdict(r) | {"amounts": dict(r.amounts)}
+    return _flat(r) | {"amounts": dict(r.amounts)}
+
+
+def _flat(item: Any) -> dict[str, Any]:
+    """A dataclass of plain fields as a dict: ``asdict`` without its deep copy, which records
+    written at every step cannot afford."""
+    slots = getattr(type(item), "__slots__", None)
+    return dict(vars(item)) if slots is None else {name: getattr(item, name) for name in slots}
 
 
 def _restore_reservation(item: Mapping[str, Any]) -> Reservation:

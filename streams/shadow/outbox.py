@@ -21,6 +21,7 @@ from typing import Any
 
 from schemas.records import RESOURCE_CLASSES, anomaly_record
 from sinks.tables import FEEDBACK, PREDICTIONS, RESERVATIONS
+from streams.shadow.changelog import step_key, step_record
 from streams.shadow.pool import Alert, Command
 from streams.shadow.workflows import Effects, Feedback, Prediction, RunShadow, ShadowWorkflows
 
@@ -49,6 +50,25 @@ class Outgoing:
         return {"commands": self.commands, "outcomes": self.outcomes, "alerts": self.alerts,
                 "rows": self.rows}
 
+    def pieces(self, max_chars: int) -> list[tuple[Outgoing, str]]:
+        """These effects as one or more pieces with their ``text``, each at most ``max_chars``
+        long unless it is a single item: in order, so ``from_json`` of the pieces' forms is the
+        whole again (each list keeps its order: a command never overtakes an earlier one)."""
+        text = self.text()
+        items = self._items()
+        if len(text) <= max_chars or len(items) <= 1:
+            return [(self, text)]
+        half = len(items) // 2
+        return [*_of_items(items[:half]).pieces(max_chars),
+                *_of_items(items[half:]).pieces(max_chars)]
+
+    def _items(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every record and row, each with where it goes (a list name or ``rows:<table>``)."""
+        return ([("commands", c) for c in self.commands]
+                + [("outcomes", o) for o in self.outcomes]
+                + [("alerts", a) for a in self.alerts]
+                + [(f"rows:{table}", r) for table, rows in self.rows.items() for r in rows])
+
     @classmethod
     def from_json(cls, items: Iterable[Mapping[str, Any]]) -> Outgoing:
         """Back from a record's list of ``to_json`` forms, oldest first, as one."""
@@ -62,6 +82,16 @@ class Outgoing:
         return whole
 
 
+def _of_items(items: Iterable[tuple[str, dict[str, Any]]]) -> Outgoing:
+    out = Outgoing()
+    for place, item in items:
+        if place.startswith("rows:"):
+            out.rows.setdefault(place[len("rows:"):], []).append(item)
+        else:
+            getattr(out, place).append(item)
+    return out
+
+
 def outgoing_by_run(effects: Effects, shadows: ShadowWorkflows,
                     stamp: int) -> dict[RunKey, Outgoing]:
     """``effects`` as the records and rows each run sends (``stamp``: the time they are
@@ -69,7 +99,10 @@ def outgoing_by_run(effects: Effects, shadows: ShadowWorkflows,
     by_run: dict[RunKey, Outgoing] = {}
 
     def of(workflow_id: str, run_id: str) -> Outgoing:
-        return by_run.setdefault((workflow_id, run_id), Outgoing())
+        out = by_run.get((workflow_id, run_id))
+        if out is None:
+            out = by_run[workflow_id, run_id] = Outgoing()
+        return out
 
     for command in effects.commands:
         r = command.reservation
@@ -87,6 +120,53 @@ def outgoing_by_run(effects: Effects, shadows: ShadowWorkflows,
         of(feedback.workflow_id, feedback.run_id).rows.setdefault(FEEDBACK.name, []).append(
             feedback_row(feedback, shadows, stamp))
     return by_run
+
+
+MAX_RECORD_BYTES = 512 * 1024
+"""Largest step record: half the producer's default limit of 1 MiB."""
+
+ENTRY_OVERHEAD = 200
+"""Bytes a run's entry in a step record takes beyond its effects' text (its ids, quoting)."""
+
+
+@dataclass
+class StepRecords:
+    """A step's effects packed as step records, and what could not be written ahead."""
+
+    records: list[tuple[bytes, dict[str, Any], int]] = field(default_factory=list)
+    """(key, ``ShadowRecord``, partition), in the order they must be written."""
+    unwritten: list[tuple[RunKey, Outgoing]] = field(default_factory=list)
+    """Single records or rows too large for any step record (sent without being written
+    ahead)."""
+
+
+def step_records(step_id: str, entries: Iterable[tuple[RunKey, int, bool, Outgoing]],
+                 max_bytes: int = MAX_RECORD_BYTES) -> StepRecords:
+    """A step's entries (run, partition, whether the run's record must name the step, its
+    effects) as step records, one or more per partition, each under ``max_bytes``. A run's
+    effects too large for one record are split in order across several (a restore sends the
+    pieces again one after the other, as the whole): a large batch is written ahead like a
+    small one."""
+    parts: dict[int, list[list[tuple[str, str, bool, str]]]] = {}
+    sizes: dict[int, int] = {}
+    packed = StepRecords()
+    for key, partition, named, out in entries:
+        for piece, text in out.pieces(max_bytes - ENTRY_OVERHEAD):
+            size = len(text) + ENTRY_OVERHEAD
+            if size > max_bytes:
+                packed.unwritten.append((key, piece))
+                continue
+            chunks = parts.setdefault(partition, [[]])
+            if sizes.get(partition, 0) + size > max_bytes and chunks[-1]:
+                chunks.append([])
+                sizes[partition] = 0
+            sizes[partition] = sizes.get(partition, 0) + size
+            chunks[-1].append((*key, named, text))
+    packed.records = [(step_key(f"{step_id}.{partition}.{index}"),
+                       step_record(step_id, partition, chunk), partition)
+                      for partition, chunks in sorted(parts.items())
+                      for index, chunk in enumerate(chunks)]
+    return packed
 
 
 class Outbox:

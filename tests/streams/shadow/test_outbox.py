@@ -13,7 +13,7 @@ from streams.shadow.changelog import (
     step_key,
     step_record,
 )
-from streams.shadow.outbox import Outbox, Outgoing, outgoing_by_run
+from streams.shadow.outbox import Outbox, Outgoing, outgoing_by_run, step_records
 from streams.shadow.pool import ReservationPool
 from streams.shadow.workflows import Effects, ShadowConfig, ShadowWorkflows
 from streams.traces.formats import load_wfformat
@@ -99,3 +99,34 @@ def test_effects_of_a_forgotten_run_need_no_naming() -> None:
     out = outgoing_by_run(_effects(shadows, "wf-a", 40), shadows, stamp=5)[key]
     restored = restore_all(_records(shadows, key, out, named=[], must_be_named=False)[:1])
     assert len(restored.resend) == 1 and restored.runs == []
+
+
+def test_a_runs_effects_too_large_for_one_step_record_are_split_in_order() -> None:
+    """A large batch decides more for one run than a step record holds: the effects are still
+    written ahead, split across records, and a restore gives them back whole, in order."""
+    shadows = _shadows()
+    key = ("wf-a", "run")
+    out = outgoing_by_run(_effects(shadows, "wf-a", 300), shadows, stamp=5)[key]
+    limit = len(out.text()) // 3
+    packed = step_records("s1", [(key, 0, True, out)], max_bytes=limit)
+    assert len(packed.records) >= 3 and packed.unwritten == []
+    codec = default_codec()
+    assert all(len(codec.encode("ShadowRecord", record)) <= limit + 200
+               for _, record, _ in packed.records)
+    run = shadow_record(shadows.runs[key], shadows.pool.reservations_of(*key),
+                        shadows.pool.versions_of(*key), steps=["s1"])
+    restored = restore_all([*[(k, codec.decode(codec.encode("ShadowRecord", r)).record)
+                              for k, r, _ in packed.records],
+                            (record_key(*key), codec.decode(codec.encode("ShadowRecord", run))
+                             .record)])
+    assert Outgoing.from_json([e.outgoing for e in restored.resend]) == out
+    assert restored.orphans == 0
+
+
+def test_a_single_effect_larger_than_a_step_record_is_left_unwritten() -> None:
+    shadows = _shadows()
+    key = ("wf-a", "run")
+    out = outgoing_by_run(_effects(shadows, "wf-a", 30), shadows, stamp=5)[key]
+    packed = step_records("s1", [(key, 0, True, out)], max_bytes=300)
+    assert packed.records == []
+    assert Outgoing.from_json([piece.to_json() for _, piece in packed.unwritten]) == out
