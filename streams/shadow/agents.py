@@ -198,9 +198,9 @@ class ShadowService:
         order. A step's records go out only after every earlier step's did."""
         while self._queue:
             group, self._queue = self._queue, []
-            waves = [[record for step in group for record in [*step.steps, *step.chunks]],
-                     self._latest_records(group)]
             try:
+                waves = [[record for step in group for record in [*step.steps, *step.chunks]],
+                         self._latest_records(group)]
                 for wave in waves:  # each on the broker before the next is sent
                     deliveries = [await send_raw(self.shadow_topic, key, value, partition)
                                   for key, value, partition in wave]
