@@ -97,7 +97,9 @@ class Settings:
     consumer_batch: int = _setting(
         2000, "Kafka messages an agent takes at a time before it processes and stores them.")
     consumer_batch_seconds: float = _setting(
-        0.5, "Longest an agent waits to fill a batch before processing what it has.")
+        0.5, "Longest an agent waits to fill a batch before processing what it has: at light "
+        "load every event may wait this long; shorter windows make smaller batches, which cost "
+        "throughput (README, Benchmarks: reservation latency).")
     consumer_fetch_wait_ms: int = _setting(
         100, "Longest the agents' consumer lets the broker hold a fetch while little is waiting "
         "(Faust's own is 1,500 ms, which delays every event when the load is light).")
