@@ -7,7 +7,8 @@ the last ``workflow_events`` row stored (the first path alone), and every messag
 offset committed, which happens only once the mirrors' and shadows' effects of its events are
 stored too: what a worker sustains). Two shapes of the same events: one event per message, and
 envelopes of 50.
-    .venv/bin/python bench/bench_first_path.py
+    .venv/bin/python bench/bench_first_path.py [BATCH_SECONDS]
+(``BATCH_SECONDS``: the batch window of both consumers; default the setting's default).
 """
 
 from __future__ import annotations
@@ -99,11 +100,12 @@ def _pipeline(settings: Settings, messages: int) -> tuple[float, float]:
 
 
 def main() -> None:
+    window = {"consumer_batch_seconds": float(sys.argv[1])} if len(sys.argv) > 1 else {}
     print(f"first path, {EVENTS} history events of {WORKFLOWS} workflows, 4 partitions")
     print(f"{'events/message':>14} {'consumer':<36} {'messages/s':>11} {'events/s':>10} "
           f"{'ratio':>6}")
     for per_message in (1, 50):
-        with bench_stack() as settings:
+        with bench_stack(**window) as settings:
             prepare(settings)
             messages = _produce(settings, per_message)
             reference = _reference(settings, messages)
