@@ -148,7 +148,10 @@ def test_histories_mirrored_corruption_found_and_adapter_restarted(
     found = wait_deviation(settings, workflow_id)
     assert [(sequence, names) for _, sequence, names in found] == [
         (corrupted[0].sequence, ["total"])]
-    assert len(snapshots) >= 10
+    # Asked at most once per page of history: a page holds more events when the adapter is
+    # behind (a loaded machine), so the count varies (9 to 12 seen for 12 steps); half is steady.
+    assert len(snapshots) >= 6
+    assert any(s.variables["step"] <= 7 for s in snapshots)
 
 
 def wait_mirrored(settings: Settings, workflow_id: str, length: int) -> dict[str, Any]:
