@@ -382,7 +382,8 @@ def test_every_route_through_either_worker_and_after_a_rebalance(
         return seen[-1].status == 200
     wait_for(taken_over, what="the first worker taking over", timeout=40)
     assert seen[0].status == 503 and seen[0].retry_after and seen[0].body["reason"]
-    assert all(a.status in (200, 503) and a.seconds < 5 for a in seen), seen
+    slow_or_wrong = [a for a in seen if a.status not in (200, 503) or a.seconds >= 5]
+    assert not slow_or_wrong, (slow_or_wrong, len(seen))
     assert all(a.retry_after for a in seen if a.status == 503)
     for answer in seen:
         documented("GET", "/shadow/{workflow_id}/state", answer)
