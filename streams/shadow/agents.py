@@ -227,16 +227,16 @@ class ShadowService:
         now, and the group's tombstones. Now (the group just taken, nothing awaited since) the
         state reflects exactly the steps written so far and these: a record never names or
         reflects a step whose effects are not written ahead of it."""
-        tombstones: dict[bytes, tuple[None, int]] = {}
+        tombstones: dict[bytes, int] = {}  # by key, the partition
         touched: dict[bytes, RunKey] = {}
         for step in group:
-            for key, value, partition in step.records:
-                tombstones[key] = (value, partition)
+            for key, _, partition in step.records:
+                tombstones[key] = partition
                 touched.pop(key, None)
             for run in step.touched:
                 touched[record_key(*run)] = run
                 tombstones.pop(record_key(*run), None)
-        return [*((key, value, partition) for key, (value, partition) in tombstones.items()),
+        return [*((key, None, partition) for key, partition in tombstones.items()),
                 *((key, self._record(run), self.shadows.runs[run].partition)
                   for key, run in touched.items() if run in self.shadows.runs)]
 

@@ -55,8 +55,10 @@ class Outgoing:
         long unless it is a single item: in order, so ``from_json`` of the pieces' forms is the
         whole again (each list keeps its order: a command never overtakes an earlier one)."""
         text = self.text()
+        if len(text) <= max_chars:
+            return [(self, text)]
         items = self._items()
-        if len(text) <= max_chars or len(items) <= 1:
+        if len(items) <= 1:
             return [(self, text)]
         half = len(items) // 2
         return [*_of_items(items[:half]).pieces(max_chars),

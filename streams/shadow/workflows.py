@@ -476,8 +476,7 @@ class ShadowWorkflows:
         queue = self._awaiting_feedback
         later = []
         while queue and now_ms - queue[0][0] >= grace_ms:
-            entry = queue.popleft()
-            _, key, action_id, attempt, seen_ms = entry
+            _, key, action_id, attempt, seen_ms = queue.popleft()
             run = self.runs.get(key)
             action = run.actions.get(action_id) if run else None
             if action is None or action.feedback_done or action.attempt != attempt:
