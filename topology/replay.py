@@ -14,7 +14,9 @@ import json
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from schemas.records import HistoryEvent, StateSnapshot, TelemetryBatch
 from streams.runtime.clock import now_ms
@@ -41,52 +43,80 @@ def _stamp(item: Item, t0: int, speed: float) -> Item:
     return dataclasses.replace(item, payload=payload)
 
 
+def ticks(plan: ReplayPlan, tick_ms: int = TICK_MS) -> Iterator[list[Item]]:
+    """The plan's items in publication groups: each group holds the items due within
+    ``tick_ms`` of trace time from its first; a workflow's history in a group goes in one
+    envelope."""
+    index, total = 0, len(plan.items)
+    while index < total:
+        tick_end = plan.items[index].due_ms + tick_ms
+        start = index
+        while index < total and plan.items[index].due_ms < tick_end:
+            index += 1
+        yield plan.items[start:index]
+
+
 def publish_plan(settings: Settings, plan: ReplayPlan, speed: float = 0.0,
-                 progress: bool = True) -> dict[str, int]:
-    """Publish a plan; returns how many items of each kind and messages were sent."""
+                 progress: bool = True, tick_ms: int = TICK_MS) -> dict[str, int]:
+    """Publish a plan; returns how many items of each kind were sent, how many messages
+    (``messages``) and how many messages per topic (keyed by the topic's name)."""
     publisher = Publisher(settings)
     t0 = now_ms()
     started = time.monotonic()
     counts: dict[str, int] = defaultdict(int)
-    index, total = 0, len(plan.items)
+    done, total = 0, len(plan.items)
     last_report = 0.0
-    while index < total:
-        tick_end = plan.items[index].due_ms + TICK_MS
-        batch = []
-        while index < total and plan.items[index].due_ms < tick_end:
-            batch.append(_stamp(plan.items[index], t0, speed))
-            index += 1
+    for group in ticks(plan, tick_ms):
+        batch = [_stamp(item, t0, speed) for item in group]
         if speed > 0:
             wait = batch[0].due_ms / speed / 1000 - (time.monotonic() - started)
             if wait > 0:
                 time.sleep(wait)
         _send_tick(publisher, batch, counts)
-        if progress and (time.monotonic() - last_report > 0.2 or index == total):
+        done += len(batch)
+        if progress and (time.monotonic() - last_report > 0.2 or done == total):
             last_report = time.monotonic()
-            _progress(index, total)
+            _progress(done, total)
     publisher.flush(120)
     if progress:
         print(file=sys.stderr)
     counts["messages"] = publisher.sent
+    counts.update(publisher.sent_to)
     return dict(counts)
 
 
+def tick_messages(batch: list[Item]) -> list[tuple[str, list[Item]]]:
+    """How one group of items is published, in order: per workflow, its history in one envelope
+    (``"history"``), then each snapshot alone after the history it follows (``"state"``), then
+    per workflow its telemetry in one envelope (``"telemetry"``)."""
+    history: dict[str, list[Item]] = defaultdict(list)
+    telemetry: dict[str, list[Item]] = defaultdict(list)
+    for item in batch:
+        if item.kind == "history":
+            history[item.workflow_id].append(item)
+        elif item.kind == "telemetry":
+            telemetry[item.workflow_id].append(item)
+    return ([("history", items) for items in history.values()]
+            + [("state", [item]) for item in batch if item.kind == "state"]
+            + [("telemetry", items) for items in telemetry.values()])
+
+
+def send_message(publisher: Publisher, kind: str, items: list[Item]) -> None:
+    """Publish one of ``tick_messages``' messages."""
+    payloads: list[Any] = [item.payload for item in items]
+    if kind == "history":
+        publisher.send_history(payloads)
+    elif kind == "telemetry":
+        publisher.send_telemetry(payloads)
+    else:
+        publisher.send_state(payloads[0])
+
+
 def _send_tick(publisher: Publisher, batch: list[Item], counts: dict[str, int]) -> None:
-    history: dict[str, list[HistoryEvent]] = defaultdict(list)
-    telemetry: dict[str, list[TelemetryBatch]] = defaultdict(list)
     for item in batch:
         counts[item.kind] += 1
-        if item.kind == "history":
-            history[item.workflow_id].append(item.payload)  # type: ignore[arg-type]
-        elif item.kind == "telemetry":
-            telemetry[item.workflow_id].append(item.payload)  # type: ignore[arg-type]
-    for workflow_id in history:
-        publisher.send_history(history[workflow_id])
-    for item in batch:  # snapshots after the history they follow
-        if item.kind == "state":
-            publisher.send_state(item.payload)  # type: ignore[arg-type]
-    for workflow_id in telemetry:
-        publisher.send_telemetry(telemetry[workflow_id])
+    for kind, items in tick_messages(batch):
+        send_message(publisher, kind, items)
 
 
 def _progress(done: int, total: int) -> None:

@@ -8,6 +8,7 @@ They take the bootstrap servers and partition count from any settings-like objec
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -151,6 +152,8 @@ class Publisher:
         })
         self._errors: list[str] = []
         self.sent = 0
+        self.sent_to: Counter[str] = Counter()
+        """Messages queued per topic."""
 
     def send(self, topic: str, key: str | bytes | None, value: bytes) -> None:
         """Queue one message; waits for room when the local queue is full."""
@@ -162,6 +165,7 @@ class Publisher:
             except BufferError:
                 self._producer.poll(0.1)
         self.sent += 1
+        self.sent_to[topic] += 1
         self._producer.poll(0)
 
     def send_history(self, events: Sequence[HistoryEvent], per_message: int = 500,
