@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import re
+import statistics
+import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from infra.stack import temporary_stack
+from schemas.codec import default_codec
 from schemas.records import EventKind, HistoryEvent, Resources
+from topology import topics
 from topology.settings import Settings
+from topology.worker_process import WorkerProcess
+
+READY = re.compile(
+    r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[INFO\] \[\^\w*Worker\]: Ready")
 
 
 @contextlib.contextmanager
@@ -41,3 +55,86 @@ def sample_events(workflow_id: str, count: int) -> list[HistoryEvent]:
                          declared=Resources(cpu_cores=1.0, memory_bytes=2**30)
                          if seq % 3 == 0 else None)
             for seq in range(1, count + 1)]
+
+
+def ready_at(worker: WorkerProcess) -> float:
+    """Epoch seconds of the worker's last "Ready" log line (partitions assigned)."""
+    stamp = READY.findall(worker.log())[-1]
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def reference_seconds(settings: Settings, messages: int, log: Path,
+                      sources: Sequence[str] = (topics.HISTORY,)) -> float:
+    """Seconds the do-nothing Faust agents (``bench/noop_worker.py``, one per topic of
+    ``sources``, same settings and batching as the worker) take from ready to ``messages``
+    messages seen."""
+    worker = WorkerProcess(settings.with_overrides(app_id=f"bench-noop-{time.monotonic_ns()}"),
+                           log, [sys.executable, "bench/noop_worker.py"],
+                           {"BENCH_TARGET": str(messages), "BENCH_TOPICS": ",".join(sources)})
+    worker.start(120)
+    try:
+        while "DONE" not in worker.log():
+            time.sleep(0.05)
+        done = float(re.findall(r"DONE \d+ ([\d.]+)", worker.log())[-1])
+        return done - ready_at(worker)
+    finally:
+        worker.kill()
+
+
+def processed_at(settings: Settings, group: str, produced: Mapping[str, int],
+                 poll_seconds: float = 0.1) -> float:
+    """Epoch seconds at which consumer group ``group`` has committed every message of
+    ``produced`` (messages per topic, on topics that were empty before). Counted from the
+    committed offsets alone: Tansu's answer to a watermark request is not the partition's end
+    offset. One client asks all along: a new one per look would add a connection and a
+    coordinator lookup to the broker the worker is being timed on."""
+    partitions = [TopicPartition(topic, p) for topic in produced
+                  for p in range(settings.partitions)]
+    offsets = Consumer({**settings.kafka_config, "group.id": group})
+    try:
+        while True:
+            committed = offsets.committed(partitions, timeout=10)
+            if sum(max(tp.offset, 0) for tp in committed) >= sum(produced.values()):
+                return time.time()
+            time.sleep(poll_seconds)
+    finally:
+        offsets.close()
+
+
+def follow_keys(settings: Settings, topic: str, seen: dict[bytes, float],
+                stop: threading.Event, ready: threading.Event,
+                key_of: Callable[[bytes], bytes | None]) -> None:
+    """Until ``stop``, read ``topic`` from its end and note in ``seen`` when each key (as
+    ``key_of`` a message's value gives it, ``None`` to skip) was first seen, in epoch seconds.
+    Sets ``ready`` once assigned. Run it in a thread."""
+    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "bench-latency",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in range(settings.partitions)])
+    ready.set()
+    try:
+        while not stop.is_set():
+            message = consumer.poll(0.05)
+            if message is None or message.error() is not None:
+                continue
+            key = key_of(message.value())
+            if key is not None:
+                seen.setdefault(key, time.time())
+    finally:
+        consumer.close()
+
+
+def percentiles(values: list[float]) -> str:
+    """p50 and p99 of latencies in milliseconds, and how many there were."""
+    if not values:
+        return "nothing came back"
+    cut = statistics.quantiles(values, n=100)
+    return f"p50 {statistics.median(values):7.1f} ms   p99 {cut[98]:7.1f} ms   ({len(values)})"
+
+
+def command_key(value: bytes) -> bytes | None:
+    """``workflow/action`` of a ``shadow.reservations`` command sizing an action (RESERVE or
+    ADJUST, not a ``next:`` placeholder); ``None`` for any other command."""
+    record = default_codec().decode(value).record
+    if record["op"] not in ("RESERVE", "ADJUST") or record["action_id"].startswith("next:"):
+        return None
+    return f"{record['workflow_id']}/{record['action_id']}".encode()

@@ -13,18 +13,14 @@ envelopes of 50.
 
 from __future__ import annotations
 
-import re
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from confluent_kafka import Consumer, TopicPartition
-
-from bench._common import bench_stack, sample_events
+from bench._common import bench_stack, processed_at, ready_at, reference_seconds, sample_events
 from sinks.clickhouse import connect
 from streams.runtime.kafka import Publisher
 from topology import topics
@@ -34,14 +30,7 @@ from topology.worker_process import WorkerProcess
 
 EVENTS = 100_000
 WORKFLOWS = 100
-READY = re.compile(
-    r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[INFO\] \[\^\w*Worker\]: Ready")
 LOGS = Path(tempfile.mkdtemp(prefix="shadowflow-bench-logs-"))
-
-
-def _ready_at(worker: WorkerProcess) -> float:
-    stamp = READY.findall(worker.log())[-1]
-    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def _produce(settings: Settings, per_message: int) -> int:
@@ -50,31 +39,7 @@ def _produce(settings: Settings, per_message: int) -> int:
     for w in range(WORKFLOWS):
         publisher.send_history(sample_events(f"wf-{w:04d}", per_workflow), per_message)
     publisher.flush(120)
-    return publisher.sent
-
-
-def _reference(settings: Settings, messages: int) -> float:
-    worker = WorkerProcess(settings.with_overrides(app_id="bench-noop"),
-                           LOGS / f"noop-{messages}.log",
-                           [sys.executable, "bench/noop_worker.py"],
-                           {"BENCH_TARGET": str(messages)})
-    worker.start(120)
-    try:
-        while "DONE" not in worker.log():
-            time.sleep(0.05)
-        done = float(re.findall(r"DONE \d+ ([\d.]+)", worker.log())[-1])
-        return done - _ready_at(worker)
-    finally:
-        worker.kill()
-
-
-def _uncommitted(consumer: Consumer, settings: Settings, messages: int) -> int:
-    """Messages of ``wf.history`` (``messages`` in all, on a topic that was empty) that
-    ``consumer``'s group has not committed yet. Counted from the committed offsets alone:
-    Tansu's answer to a watermark request is not the partition's end offset."""
-    partitions = [TopicPartition(topics.HISTORY, p) for p in range(settings.partitions)]
-    committed = consumer.committed(partitions, timeout=10)
-    return messages - sum(max(tp.offset, 0) for tp in committed)
+    return publisher.sent_to[topics.HISTORY]
 
 
 def _pipeline(settings: Settings, messages: int) -> tuple[float, float]:
@@ -87,16 +52,8 @@ def _pipeline(settings: Settings, messages: int) -> tuple[float, float]:
     try:
         while client.execute("SELECT count() FROM workflow_events FINAL")[0][0] < EVENTS:
             time.sleep(0.05)
-        stored = time.time() - _ready_at(worker)
-        # One client asks for the group's offsets all along: a new one per look would add a
-        # connection and a coordinator lookup to the broker the worker is being timed on.
-        offsets = Consumer({**settings.kafka_config, "group.id": group})
-        try:
-            while _uncommitted(offsets, settings, messages) > 0:
-                time.sleep(0.1)
-        finally:
-            offsets.close()
-        return stored, time.time() - _ready_at(worker)
+        stored = time.time() - ready_at(worker)
+        return stored, processed_at(settings, group, {topics.HISTORY: messages}) - ready_at(worker)
     finally:
         worker.stop()
 
@@ -110,7 +67,8 @@ def main() -> None:
         with bench_stack(**window) as settings:
             prepare(settings)
             messages = _produce(settings, per_message)
-            reference = _reference(settings, messages)
+            reference = reference_seconds(settings, messages,
+                                          LOGS / f"noop-{per_message}.log")
             stored, processed = _pipeline(settings, messages)
             for name, seconds in (("do-nothing agent (ref)", reference),
                                   ("shadowflow: events stored", stored),

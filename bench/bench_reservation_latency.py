@@ -9,7 +9,6 @@ Prints p50/p99 in milliseconds, with the default batch window and with a short o
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
 import threading
@@ -20,10 +19,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bench._common import bench_stack
+from bench._common import bench_stack, command_key, follow_keys, percentiles
 from schemas.codec import default_codec
 from schemas.records import EventKind, HistoryEvent
 from streams.runtime.kafka import Publisher
@@ -56,25 +54,6 @@ def _stream(workflows: int, events: int) -> list[HistoryEvent]:
     return [run[i] for i in range(per_run + 1) for run in runs][:events]
 
 
-def _follower(settings: Settings, topic: str, seen: dict[bytes, float],
-              stop: threading.Event, ready: threading.Event,
-              key_of: Callable[[bytes], bytes | None]) -> None:
-    consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "bench-latency",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
-    consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in range(settings.partitions)])
-    ready.set()
-    try:
-        while not stop.is_set():
-            message = consumer.poll(0.05)
-            if message is None or message.error() is not None:
-                continue
-            key = key_of(message.value())
-            if key is not None:
-                seen.setdefault(key, time.time())
-    finally:
-        consumer.close()
-
-
 def _measure(settings: Settings, rate: float, seconds: float, topic: str,
              key_of: Callable[[bytes], bytes | None],
              send: Callable[[int], list[Any]]) -> list[float]:
@@ -82,7 +61,7 @@ def _measure(settings: Settings, rate: float, seconds: float, topic: str,
     seen: dict[bytes, float] = {}
     sent: dict[bytes, float] = {}
     stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(target=_follower,
+    thread = threading.Thread(target=follow_keys,
                               args=(settings, topic, seen, stop, ready, key_of))
     thread.start()
     ready.wait(10)
@@ -124,23 +103,10 @@ def _through_worker(settings: Settings, rate: float, seconds: float,
         return [((event.workflow_id, key), topics.HISTORY,
                  codec.encode("HistoryEvent", event.to_avro()))]
 
-    def command_key(value: bytes) -> bytes | None:
-        record = codec.decode(value).record
-        if record["op"] not in ("RESERVE", "ADJUST") or record["action_id"].startswith("next:"):
-            return None
-        return f"{record['workflow_id']}/{record['action_id']}".encode()
-
     try:
         return _measure(settings, rate, seconds, topics.RESERVATIONS, command_key, history)
     finally:
         worker.stop()
-
-
-def _percentiles(values: list[float]) -> str:
-    if not values:
-        return "nothing came back"
-    cut = statistics.quantiles(values, n=100)
-    return f"p50 {statistics.median(values):7.1f} ms   p99 {cut[98]:7.1f} ms   ({len(values)})"
 
 
 def main() -> None:
@@ -158,12 +124,12 @@ def main() -> None:
             return [(("probe", str(n).encode()), PROBE_TOPIC, str(n).encode())]
 
         broker = _measure(settings, rate, seconds, PROBE_TOPIC, lambda v: v, probe)
-        print(f"  broker round trip (reference)      {_percentiles(broker)}")
+        print(f"  broker round trip (reference)      {percentiles(broker)}")
     for window in (0.5, 0.05):
         with bench_stack() as settings:
             prepare(settings)
             latencies = _through_worker(settings, rate, seconds, window)
-        print(f"  shadowflow, batch window {window:4.2f} s   {_percentiles(latencies)}")
+        print(f"  shadowflow, batch window {window:4.2f} s   {percentiles(latencies)}")
     print(f"worker logs: {LOGS}")
 
 

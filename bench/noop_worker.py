@@ -1,6 +1,7 @@
-"""The reference consumer of bench_first_path: a Faust agent that takes wf.history batches
-exactly as the real one does (same app settings, ``noack_take``, acks) but does nothing else.
-Prints ``DONE <messages> <epoch seconds>`` once it has seen ``BENCH_TARGET`` messages."""
+"""The reference consumer of the throughput benchmarks: Faust agents that take batches exactly
+as the real ones do (same app settings, ``noack_take``, acks) but do nothing else, one agent per
+topic of ``BENCH_TOPICS`` (comma-separated; default ``wf.history``). Prints ``DONE <messages>
+<epoch seconds>`` once they have seen ``BENCH_TARGET`` messages together."""
 
 from __future__ import annotations
 
@@ -20,18 +21,25 @@ from topology.settings import Settings
 settings = Settings.from_env()
 target = int(os.environ["BENCH_TARGET"])
 app = faust_app(settings)
+seen = 0
 
 
-@app.agent(raw_topic(app, topics.HISTORY, settings), name="noop")
-async def noop(stream: faust.StreamT) -> None:
-    seen = 0
-    async for events in stream.noack_take(settings.consumer_batch,
-                                          within=settings.consumer_batch_seconds):
-        seen += len(events)
-        for event in events:
-            await stream.ack(event)
-        if seen >= target:
-            print(f"DONE {seen} {time.time()}", flush=True)
+def _noop_agent(topic: str) -> None:
+    async def noop(stream: faust.StreamT) -> None:
+        global seen
+        async for events in stream.noack_take(settings.consumer_batch,
+                                              within=settings.consumer_batch_seconds):
+            seen += len(events)
+            for event in events:
+                await stream.ack(event)
+            if seen >= target:
+                print(f"DONE {seen} {time.time()}", flush=True)
+
+    app.agent(raw_topic(app, topic, settings), name=f"noop-{topic}")(noop)
+
+
+for name in os.environ.get("BENCH_TOPICS", topics.HISTORY).split(","):
+    _noop_agent(name)
 
 
 if __name__ == "__main__":
