@@ -45,7 +45,7 @@ case "$job" in
   test)  ensure_clickhouse; ensure_venv; exec .venv/bin/python -m pytest "$@" ;;
   bench)
     ensure_clickhouse; ensure_venv
-    names=("$@"); [ ${#names[@]} -gt 0 ] || names=(codec sink first_path mirror forecast prediction_route reservation_latency memory)
+    names=("$@"); [ ${#names[@]} -gt 0 ] || names=(codec sink first_path load mirror forecast prediction_route reservation_latency memory)
     for name in "${names[@]}"; do .venv/bin/python "bench/bench_${name}.py"; done ;;
   *) echo "usage: bash infra/run.sh demo|test|bench [ARGS...]" >&2; exit 2 ;;
 esac
