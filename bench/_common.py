@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -81,21 +82,37 @@ def reference_seconds(settings: Settings, messages: int, log: Path,
         worker.kill()
 
 
+@dataclass(frozen=True)
+class Processed:
+    """When a consumer group had committed everything, and the longest it went without
+    committing anything new on the way (a stall shows here)."""
+
+    at: float
+    """Epoch seconds."""
+    longest_pause: float
+    """Seconds."""
+
+
 def processed_at(settings: Settings, group: str, produced: Mapping[str, int],
-                 poll_seconds: float = 0.1) -> float:
-    """Epoch seconds at which consumer group ``group`` has committed every message of
-    ``produced`` (messages per topic, on topics that were empty before). Counted from the
-    committed offsets alone: Tansu's answer to a watermark request is not the partition's end
-    offset. One client asks all along: a new one per look would add a connection and a
-    coordinator lookup to the broker the worker is being timed on."""
+                 poll_seconds: float = 0.1) -> Processed:
+    """Wait until consumer group ``group`` has committed every message of ``produced``
+    (messages per topic, on topics that were empty before). Counted from the committed offsets
+    alone: Tansu's answer to a watermark request is not the partition's end offset. One client
+    asks all along: a new one per look would add a connection and a coordinator lookup to the
+    broker the worker is being timed on."""
     partitions = [TopicPartition(topic, p) for topic in produced
                   for p in range(settings.partitions)]
     offsets = Consumer({**settings.kafka_config, "group.id": group})
+    last_total, last_change, longest = -1, time.time(), 0.0
     try:
         while True:
             committed = offsets.committed(partitions, timeout=10)
-            if sum(max(tp.offset, 0) for tp in committed) >= sum(produced.values()):
-                return time.time()
+            total, now = sum(max(tp.offset, 0) for tp in committed), time.time()
+            if total != last_total:
+                longest = max(longest, now - last_change)
+                last_total, last_change = total, now
+            if total >= sum(produced.values()):
+                return Processed(now, longest)
             time.sleep(poll_seconds)
     finally:
         offsets.close()

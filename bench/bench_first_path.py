@@ -42,8 +42,9 @@ def _produce(settings: Settings, per_message: int) -> int:
     return publisher.sent_to[topics.HISTORY]
 
 
-def _pipeline(settings: Settings, messages: int) -> tuple[float, float]:
-    """Seconds from ready to the last row stored, and to every message processed."""
+def _pipeline(settings: Settings, messages: int) -> tuple[float, float, float]:
+    """Seconds from ready to the last row stored, and to every message processed; and the
+    longest the worker went without committing anything new (a stall shows here)."""
     group = "bench-real"
     worker = WorkerProcess(settings.with_overrides(app_id=group),
                            LOGS / f"real-{time.monotonic_ns()}.log")
@@ -53,7 +54,8 @@ def _pipeline(settings: Settings, messages: int) -> tuple[float, float]:
         while client.execute("SELECT count() FROM workflow_events FINAL")[0][0] < EVENTS:
             time.sleep(0.05)
         stored = time.time() - ready_at(worker)
-        return stored, processed_at(settings, group, {topics.HISTORY: messages}) - ready_at(worker)
+        processed = processed_at(settings, group, {topics.HISTORY: messages})
+        return stored, processed.at - ready_at(worker), processed.longest_pause
     finally:
         worker.stop()
 
@@ -69,12 +71,13 @@ def main() -> None:
             messages = _produce(settings, per_message)
             reference = reference_seconds(settings, messages,
                                           LOGS / f"noop-{per_message}.log")
-            stored, processed = _pipeline(settings, messages)
+            stored, processed, pause = _pipeline(settings, messages)
             for name, seconds in (("do-nothing agent (ref)", reference),
                                   ("shadowflow: events stored", stored),
                                   ("shadowflow: all processed, committed", processed)):
                 print(f"{per_message:>14} {name:<36} {messages / seconds:>11,.0f} "
                       f"{EVENTS / seconds:>10,.0f} {reference / seconds:>6.3f}")
+            print(f"{'':>14} longest without a new commit: {pause:.1f} s")
     print(f"worker logs: {LOGS}")
 
 

@@ -10,7 +10,9 @@ asks). Pre-produced; each consumer is timed from its first "Ready" log line to e
 the three topics committed (a worker commits an offset only once the effects of its events are
 stored). RSS (``/proc/<pid>/status``) is read when a worker is ready and again once all is
 committed; the growth, divided by the runs it holds, gives the memory per 10k active workflows.
-Each worker count runs on a stack of its own, from empty.
+Each worker count runs on a stack of its own, from empty. Also printed: the longest the group
+went without committing anything new while input was waiting (a stall, such as the 35 s one issue
+12 describes, shows there).
 
 Latency: one worker, the full histories of the same runs, published as ``shadowflow replay``
 does (a message per run and 50 ms of trace time) at ``EVENTS_PER_SECOND`` history events/s for
@@ -127,14 +129,14 @@ def _throughput(settings: Settings, plan: ReplayPlan, count: int) -> dict[str, f
         at_ready = _start_together(workers)
         done = processed_at(settings, group, produced, poll_seconds=0.2)
         growth = sum(_rss_bytes(w) - at_ready[i] for i, w in enumerate(workers))
-        seconds = done - min(ready_at(w) for w in workers)
+        seconds = done.at - min(ready_at(w) for w in workers)
     finally:
         for worker in workers:
             worker.stop()
     return {"seconds": seconds, "reference": reference, "messages": messages,
             "history": sent.get("history", 0), "telemetry": sent.get("telemetry", 0),
             "state": sent.get("state", 0), "rss_growth": growth,
-            "rss_end": sum(at_ready.values()) + growth}
+            "rss_end": sum(at_ready.values()) + growth, "pause": done.longest_pause}
 
 
 def _latency(settings: Settings, plan: ReplayPlan, rate: float, seconds: float) -> list[float]:
@@ -189,7 +191,8 @@ def _report(count: int, r: dict[str, float], workflows: int, samples_per_batch: 
           f"; history {r['history'] / seconds / count:,.0f} events/s per worker "
           f"({r['history'] / seconds:,.0f} in all); telemetry "
           f"{r['telemetry'] * samples_per_batch / seconds:,.0f} samples/s; "
-          f"{r['state'] / seconds:,.0f} snapshots/s; {seconds:.1f} s")
+          f"{r['state'] / seconds:,.0f} snapshots/s; {seconds:.1f} s, longest without a new "
+          f"commit {r['pause']:.1f} s")
     print(f"      RSS {r['rss_end'] / 2**20:,.0f} MiB at the end, grew "
           f"{r['rss_growth'] / 2**20:,.0f} MiB for {workflows} active runs of "
           f"{r['history'] / workflows:.0f} events: "

@@ -239,10 +239,34 @@ async def process_in_batches(stream: faust.StreamT, settings: BatchSettings,
                                               within=settings.consumer_batch_seconds):
             taken = revocations.stamp(events)
             stats.took(events)
-            if dead_letter is None:
-                stored = await handle(events)
-            else:
-                stored = await handle_contained(events, handle, dead_letter)
-            await acks.add(stored, events, taken)
+            for part in split_by_bytes(events, HANDLE_MAX_BYTES):
+                if dead_letter is None:
+                    stored = await handle(part)
+                else:
+                    stored = await handle_contained(part, handle, dead_letter)
+                await acks.add(stored, part, taken)
     finally:
         await acks.stop()
+
+
+HANDLE_MAX_BYTES = 512 * 1024
+"""Most message bytes handed to a handler at a time. A batch of 2,000 envelopes holds 100,000
+events, tens of seconds of work: handled whole, none of it is acked (nor committed) until all of
+it is stored, so a crash would redo all of it and progress would stall in plain sight. Parts of
+this size are a few seconds of work each, acked as each is stored."""
+
+
+def split_by_bytes(events: Sequence[EventT], max_bytes: int) -> list[Sequence[EventT]]:
+    """``events`` in consecutive parts of at most ``max_bytes`` of message values each (a
+    message larger than that is a part of its own)."""
+    parts: list[Sequence[EventT]] = []
+    start, size = 0, 0
+    for index, event in enumerate(events):
+        length = len(event.message.value or b"")
+        if index > start and size + length > max_bytes:
+            parts.append(events[start:index])
+            start, size = index, 0
+        size += length
+    if start < len(events):
+        parts.append(events[start:])
+    return parts

@@ -17,7 +17,13 @@ from faust.transport.consumer import Consumer
 from schemas.records import DeadLetter
 from sinks.batcher import BatchingSink, Rejected, is_refusal
 from sinks.tables import TableSpec
-from streams.runtime.batches import AcksStopped, InOrderAcks, Revocations, handle_contained
+from streams.runtime.batches import (
+    AcksStopped,
+    InOrderAcks,
+    Revocations,
+    handle_contained,
+    split_by_bytes,
+)
 
 SPEC = TableSpec("t", ("id", "value"))
 
@@ -211,3 +217,12 @@ def test_events_taken_before_their_partition_was_revoked_are_never_acked() -> No
         await acks.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_batch_is_handed_over_in_consecutive_parts_bounded_by_message_bytes() -> None:
+    sizes = [300, 300, 500, 1_500, 100, 100, 100]
+    events = [_Event(_Message("t", 0, n, value=b"x" * size)) for n, size in enumerate(sizes)]
+    parts = split_by_bytes(events, 1_000)
+    assert [[e.message.offset for e in part] for part in parts] == [[0, 1], [2], [3], [4, 5, 6]]
+    assert split_by_bytes([], 1_000) == []
+    assert len(split_by_bytes(events, 10_000)) == 1
