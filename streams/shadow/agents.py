@@ -17,7 +17,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -51,7 +51,7 @@ from streams.shadow.changelog import (
 )
 from streams.shadow.outbox import Outbox, Outgoing, RunKey, outgoing_by_run, step_records
 from streams.shadow.outcomes import outcome_key
-from streams.shadow.telemetry import windows
+from streams.shadow.telemetry import window_columns, windows
 from streams.shadow.workflows import Effects, ShadowWorkflows
 
 log = logging.getLogger(__name__)
@@ -332,7 +332,7 @@ class ShadowService:
         records. ``batches`` are (origin message, batch) pairs: the origin's partition says
         whose shadows they are, and the sink hands it back with any rows ClickHouse refused."""
         owned = await self.restorer.ensure({origin.partition for origin, _ in batches})
-        rows, origins, overflow = [], [], []
+        made, origins, overflow = [], [], []
         for origin, batch in batches:
             # A partition revoked meanwhile is the new owner's to fold.
             if origin.partition in owned and not self.shadows.on_telemetry(
@@ -340,10 +340,11 @@ class ShadowService:
                     batch.cpu_cores, batch.network_bytes, batch.cost, origin.offset):
                 overflow.append(Rejected(origin, EARLY_OVERFLOW))
             # Windows are a function of the batch alone: stored again when consumed again.
-            made = [asdict(w) for w in windows(batch, self.telemetry_window_ms)]
-            rows += made
-            origins += [origin] * len(made)
-        stored = await self.sink.submit(ACTION_USAGE, columns_of(ACTION_USAGE, rows), origins)
+            folded = windows(batch, self.telemetry_window_ms)
+            made += folded
+            origins += [origin] * len(folded)
+        stored = await self.sink.submit(ACTION_USAGE, window_columns(made, ACTION_USAGE.columns),
+                                        origins)
         if overflow:
             log.warning("early telemetry buffer full: %d batches dead-lettered (%d so far)",
                         len(overflow), self.shadows.early_dropped)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
 
 from schemas.records import TelemetryBatch
 
@@ -49,3 +52,12 @@ def windows(batch: TelemetryBatch, window_ms: int) -> list[Window]:
             float(sum(batch.network_bytes[i] for i in index)),
             float(sum(batch.cost[i] for i in index))))
     return out
+
+
+def window_columns(made: Sequence[Window], names: Sequence[str]) -> list[list[Any]]:
+    """Windows as columns: one list per field of ``names`` (the ``action_usage`` table's
+    columns, which are a window's fields). Straight from the slots: ``asdict`` deep-copies each
+    window and was the dearest step of folding telemetry."""
+    if not made:
+        return [[] for _ in names]
+    return [list(column) for column in zip(*map(attrgetter(*names), made), strict=True)]
