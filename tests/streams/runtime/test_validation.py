@@ -22,6 +22,7 @@ from streams.runtime.messages import RawMessage
 from streams.runtime.validation import (
     MAX_ATTEMPT,
     MAX_BYTES,
+    MAX_CPU_CORES,
     MAX_SEQUENCE,
     MAX_TEXT_CHARS,
     MAX_TIMESTAMP_MS,
@@ -95,6 +96,29 @@ def test_telemetry_and_snapshots_are_checked_too() -> None:
     assert violation(b"wf", [snapshot]).field == "sequence"  # type: ignore[union-attr]
     snapshot = StateSnapshot("wf", "run", 3, 0, {"x": math.nan})
     assert violation(b"wf", [snapshot]).field == "variables['x']"  # type: ignore[union-attr]
+
+
+@settings(max_examples=300, deadline=None)
+@given(stamps=st.lists(LONG, min_size=1, max_size=6), cpu=st.lists(DOUBLE, min_size=6, max_size=6),
+       memory=st.lists(LONG, min_size=6, max_size=6))
+def test_a_telemetry_batch_passes_exactly_when_every_sample_does(
+        stamps: list[int], cpu: list[float], memory: list[int]) -> None:
+    n = len(stamps)
+    batch = TelemetryBatch("wf", "run", "a1", "align", 1, stamps, cpu[:n], memory[:n],
+                           [0] * n, [0.0] * n)
+    found = violation(b"wf", [batch])
+    bad_stamp = next((i for i, t in enumerate(stamps) if not 0 <= t < MAX_TIMESTAMP_MS), None)
+    bad_cpu = next((i for i, c in enumerate(cpu[:n])
+                    if not (math.isfinite(c) and 0 <= c <= MAX_CPU_CORES)), None)
+    bad_memory = next((i for i, m in enumerate(memory[:n]) if not 0 <= m <= MAX_BYTES), None)
+    if bad_stamp is not None:
+        assert found is not None and found.field == f"timestamps_ms[{bad_stamp}]"
+    elif bad_cpu is not None:
+        assert found is not None and found.field == f"cpu_cores[{bad_cpu}]"
+    elif bad_memory is not None:
+        assert found is not None and found.field == f"memory_bytes[{bad_memory}]"
+    else:
+        assert found is None
 
 
 @settings(max_examples=300, deadline=None)
