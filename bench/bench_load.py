@@ -10,7 +10,11 @@ asks). Pre-produced; each consumer is timed from its first "Ready" log line to e
 the three topics committed (a worker commits an offset only once the effects of its events are
 stored). RSS (``/proc/<pid>/status``) is read when a worker is ready and again once all is
 committed; the growth, divided by the runs it holds, gives the memory per 10k active workflows.
-Each worker count runs on a stack of its own, from empty. Also printed: the longest the group
+Once the single worker is done, it is sent telemetry alone for 2,000 of the actions still running
+(20 batches of 100 samples per action, 100 batches per message) and timed from the first send to all
+committed, against the do-nothing agents' messages/s of the mix (issue 12 compares telemetry
+samples/s with a do-nothing agent's single-message rate). Each worker count runs on a stack of its
+own, from empty. Also printed: the longest the group
 went without committing anything new while input was waiting (a stall, such as the 35 s one issue
 12 describes, shows there).
 
@@ -56,6 +60,9 @@ from topology.worker_process import WorkerProcess
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces" / "wfinstances"
 SOURCES = (topics.HISTORY, topics.TELEMETRY, topics.STATE)
 ENVELOPE_TICK_MS = 60_000
+TELEMETRY_ACTIONS = 2_000
+TELEMETRY_BATCHES = 20
+TELEMETRY_SAMPLES = 100
 LOGS = Path(tempfile.mkdtemp(prefix="shadowflow-bench-logs-"))
 
 
@@ -130,13 +137,60 @@ def _throughput(settings: Settings, plan: ReplayPlan, count: int) -> dict[str, f
         done = processed_at(settings, group, produced, poll_seconds=0.2)
         growth = sum(_rss_bytes(w) - at_ready[i] for i, w in enumerate(workers))
         seconds = done.at - min(ready_at(w) for w in workers)
+        telemetry = _telemetry_alone(settings, group, plan, produced) if count == 1 else {}
     finally:
         for worker in workers:
             worker.stop()
-    return {"seconds": seconds, "reference": reference, "messages": messages,
+    return {**telemetry, "seconds": seconds, "reference": reference, "messages": messages,
             "history": sent.get("history", 0), "telemetry": sent.get("telemetry", 0),
             "state": sent.get("state", 0), "rss_growth": growth,
             "rss_end": sum(at_ready.values()) + growth, "pause": done.longest_pause}
+
+
+def _in_flight(plan: ReplayPlan) -> list[HistoryEvent]:
+    """The ``ACTION_STARTED`` events of ``plan`` whose action has not ended in it."""
+    started: dict[tuple[str, str, int], HistoryEvent] = {}
+    for item in plan.items:
+        event = item.payload
+        if not isinstance(event, HistoryEvent) or event.action_id is None:
+            continue
+        key = (event.workflow_id, event.action_id, event.attempt)
+        if event.kind is EventKind.ACTION_STARTED:
+            started[key] = event
+        elif event.kind in (EventKind.ACTION_COMPLETED, EventKind.ACTION_FAILED):
+            started.pop(key, None)
+    return list(started.values())
+
+
+def _telemetry_alone(settings: Settings, group: str, plan: ReplayPlan,
+                     produced: dict[str, int]) -> dict[str, float]:
+    """Once the worker has processed ``plan``: telemetry alone, for up to
+    ``TELEMETRY_ACTIONS`` actions still running (so every batch finds its action),
+    ``TELEMETRY_BATCHES`` batches of ``TELEMETRY_SAMPLES`` samples each, 100 batches per
+    message, produced while the worker consumes. Seconds from the first send to all committed,
+    and the samples."""
+    actions = _in_flight(plan)[:TELEMETRY_ACTIONS]
+    publisher = Publisher(settings)
+    started = time.time()
+    for event in actions:
+        batches = []
+        for b in range(TELEMETRY_BATCHES):
+            first = event.timestamp_ms + b * TELEMETRY_SAMPLES * 1_000
+            stamps = [first + i * 1_000 for i in range(TELEMETRY_SAMPLES)]
+            batches.append(TelemetryBatch(
+                event.workflow_id, event.run_id, event.action_id or "", event.action_type,
+                event.attempt, stamps, [1.0] * TELEMETRY_SAMPLES,
+                [2**30 + i for i in range(TELEMETRY_SAMPLES)], [4_096] * TELEMETRY_SAMPLES,
+                [1e-6] * TELEMETRY_SAMPLES))
+        publisher.send_telemetry(batches, per_message=100)
+    publisher.flush(300)
+    sent = time.time() - started
+    total = {**produced, topics.TELEMETRY: produced[topics.TELEMETRY]
+             + publisher.sent_to[topics.TELEMETRY]}
+    done = processed_at(settings, group, total, poll_seconds=0.2)
+    return {"telemetry_alone_samples": len(actions) * TELEMETRY_BATCHES * TELEMETRY_SAMPLES,
+            "telemetry_alone_messages": publisher.sent_to[topics.TELEMETRY],
+            "telemetry_alone_seconds": done.at - started, "telemetry_alone_sent": sent}
 
 
 def _latency(settings: Settings, plan: ReplayPlan, rate: float, seconds: float) -> list[float]:
@@ -193,6 +247,14 @@ def _report(count: int, r: dict[str, float], workflows: int, samples_per_batch: 
           f"{r['telemetry'] * samples_per_batch / seconds:,.0f} samples/s; "
           f"{r['state'] / seconds:,.0f} snapshots/s; {seconds:.1f} s, longest without a new "
           f"commit {r['pause']:.1f} s")
+    if "telemetry_alone_seconds" in r:
+        took = r["telemetry_alone_seconds"]
+        print(f"      then telemetry alone: {r['telemetry_alone_samples']:,.0f} samples in "
+              f"{r['telemetry_alone_messages']:,.0f} messages, {took:.1f} s (sent in "
+              f"{r['telemetry_alone_sent']:.1f} s): "
+              f"{r['telemetry_alone_samples'] / took:,.0f} samples/s, "
+              f"{r['telemetry_alone_samples'] / took / (r['messages'] / reference):.1f}x the "
+              f"do-nothing agents' messages/s")
     print(f"      RSS {r['rss_end'] / 2**20:,.0f} MiB at the end, grew "
           f"{r['rss_growth'] / 2**20:,.0f} MiB for {workflows} active runs of "
           f"{r['history'] / workflows:.0f} events: "
