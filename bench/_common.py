@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from infra.stack import temporary_stack
 from schemas.codec import default_codec
 from schemas.records import EventKind, HistoryEvent, Resources
+from streams.runtime.kafka import Publisher
 from topology import topics
 from topology.settings import Settings
 from topology.worker_process import WorkerProcess
@@ -138,6 +140,23 @@ def follow_keys(settings: Settings, topic: str, seen: dict[bytes, float],
                 seen.setdefault(key, time.time())
     finally:
         consumer.close()
+
+
+WARM_UP_TOPIC = "bench.warmup"
+
+
+def warm_publisher(settings: Settings) -> Publisher:
+    """A publisher for timed sends (``linger.ms`` 1) that has already delivered one message (to
+    ``WARM_UP_TOPIC``): an idempotent producer holds its first messages until the broker has
+    given it a producer id, about a second on Tansu, and timed, that start-up alone made a p99."""
+    admin = AdminClient({"bootstrap.servers": settings.broker})
+    for future in admin.create_topics([NewTopic(WARM_UP_TOPIC, 1, 1)]).values():
+        with contextlib.suppress(KafkaException):  # already there
+            future.result(30)
+    publisher = Publisher(settings, **{"linger.ms": 1})
+    publisher.send(WARM_UP_TOPIC, b"warm-up", b"warm-up")
+    publisher.flush()
+    return publisher
 
 
 def percentiles(values: list[float]) -> str:

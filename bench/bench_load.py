@@ -45,6 +45,7 @@ from bench._common import (
     processed_at,
     ready_at,
     reference_seconds,
+    warm_publisher,
 )
 from schemas.records import EventKind, HistoryEvent, StateSnapshot, TelemetryBatch
 from streams.runtime.kafka import Publisher
@@ -208,7 +209,7 @@ def _latency(settings: Settings, plan: ReplayPlan, rate: float, seconds: float) 
     try:
         ready.wait(10)
         time.sleep(2)  # let the assignment settle before measuring
-        publisher = Publisher(settings, **{"linger.ms": 1})
+        publisher = warm_publisher(settings)
         started = time.monotonic()
         events = 0
         for group in ticks(plan):

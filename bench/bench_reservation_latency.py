@@ -21,10 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bench._common import bench_stack, command_key, follow_keys, percentiles
+from bench._common import bench_stack, command_key, follow_keys, percentiles, warm_publisher
 from schemas.codec import default_codec
 from schemas.records import EventKind, HistoryEvent
-from streams.runtime.kafka import Publisher
 from topology import topics
 from topology.settings import Settings
 from topology.worker import prepare
@@ -66,7 +65,7 @@ def _measure(settings: Settings, rate: float, seconds: float, topic: str,
     thread.start()
     ready.wait(10)
     time.sleep(2)  # let the assignment settle before measuring
-    publisher = Publisher(settings, **{"linger.ms": 1})
+    publisher = warm_publisher(settings)
     started = time.monotonic()
     n = 0
     while time.monotonic() - started < seconds:
