@@ -1,7 +1,7 @@
 """What a long run's shadow record costs: one run of N actions (10 in flight at a time, each
 scheduled, started and completed with its usage reported), its record written after every batch
 of 50 events as the shadow service does, with finished actions sealed in chunks
-(``SHADOWFLOW_SHADOW_SEAL_EVERY``, 500) and, as the reference in the same run, never sealed.
+(``SHADOWFLOW_SHADOW_SEAL_EVERY``, 50) and, as the reference in the same run, never sealed.
 Reports the last record's size and the time spent making records per 1,000 events.
     .venv/bin/python bench/bench_shadow_record.py [N ...]
 """

@@ -41,8 +41,11 @@ FORMAT_STEP = 2
 FORMAT_SEALED = 3
 """A sealed chunk: finished actions of a run, by identity only, written once."""
 
-SEAL_EVERY = 500
-"""Finished actions a run's record gathers before they are sealed in a chunk (about 30 kB)."""
+SEAL_EVERY = 50
+"""Finished actions a run's record gathers before they are sealed in a chunk (about 3 kB). Every
+step touching a run re-encodes its record, so what a record carries is paid per step: with 500,
+records of busy runs were tens of kB each and encoding them dominated a short batch window's
+steps (``bench/bench_reservation_latency.py``)."""
 
 
 def record_key(workflow_id: str, run_id: str) -> bytes:
