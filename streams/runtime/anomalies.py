@@ -14,6 +14,8 @@ import faust
 from schemas.codec import Codec
 from sinks.batcher import BatchingSink
 from sinks.tables import ANOMALIES, anomaly_columns
+from streams.runtime.clock import now_ms
+from streams.runtime.log_budget import LogBudget
 from streams.runtime.metrics import stats_of
 from streams.runtime.publish import send_raw
 
@@ -21,12 +23,16 @@ log = logging.getLogger(__name__)
 
 
 class AnomalyOutlet:
-    """Publishes anomaly records to ``shadow.anomalies`` and stores them in ``anomalies``."""
+    """Publishes anomaly records to ``shadow.anomalies`` and stores them in ``anomalies``, and
+    logs them within a budget per kind and severity (``LogBudget``: every record is still
+    published, stored and counted in the metrics)."""
 
-    def __init__(self, topic: faust.TopicT, sink: BatchingSink, codec: Codec) -> None:
+    def __init__(self, topic: faust.TopicT, sink: BatchingSink, codec: Codec,
+                 budget: LogBudget | None = None) -> None:
         self._topic = topic
         self._sink = sink
         self._codec = codec
+        self._budget = budget or LogBudget()
 
     async def publish(self, records: Sequence[Mapping[str, Any]]) -> list[asyncio.Future[Any]]:
         """Send and store ``records``; returns the futures of their delivery and storage."""
@@ -34,11 +40,19 @@ class AnomalyOutlet:
         counts = stats_of(self._topic.app).anomalies
         for record in records:
             counts[(record["kind"], record["severity"])] += 1
-            log.warning("anomaly %s %s %s/%s@%d %s: %s", record["severity"], record["kind"],
-                        record["workflow_id"], record["run_id"], record["sequence"],
-                        record.get("action_id") or "", record["message"])
+            self._log(record)
             pending.append(await send_raw(
                 self._topic, record["workflow_id"].encode(), self._codec.encode("Anomaly", record)))
         if records:
             pending.append(await self._sink.submit(ANOMALIES, anomaly_columns(records)))
         return pending
+
+    def _log(self, record: Mapping[str, Any]) -> None:
+        held = self._budget.admit((record["kind"], record["severity"]), now_ms())
+        if held is None:
+            return
+        since = (f" ({held} more {record['severity']} {record['kind']} not logged before this "
+                 "one: see shadow.anomalies or the anomalies table)") if held else ""
+        log.warning("anomaly %s %s %s/%s@%d %s: %s%s", record["severity"], record["kind"],
+                    record["workflow_id"], record["run_id"], record["sequence"],
+                    record.get("action_id") or "", record["message"], since)
