@@ -2,7 +2,9 @@
 
 Reference, measured in the same run against the same worker: GET of a workflow definition, a
 route that only looks up a dictionary, so the difference is the prediction route's own work.
-Requests come one at a time from this process over loopback (keep-alive).
+Requests come one at a time from this process over loopback (keep-alive). The run is not sealed
+(``shadow_seal_every`` above its action count), so every action's prediction stays served: a
+sealed finished action answers 404 and its forecast is in the ``predictions`` table.
     .venv/bin/python bench/bench_prediction_route.py
 """
 
@@ -46,7 +48,7 @@ def latencies(port: int, paths: list[str]) -> list[float]:
 def main() -> None:
     with bench_stack() as settings:
         prepare(settings)
-        worker = WorkerProcess(settings.with_overrides(web_port=16099),
+        worker = WorkerProcess(settings.with_overrides(web_port=16099, shadow_seal_every=1_000_000),
                                Path(tempfile.mkdtemp()) / "worker.log")
         worker.start(120)
         try:
