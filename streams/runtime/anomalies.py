@@ -27,12 +27,11 @@ class AnomalyOutlet:
     logs them within a budget per kind and severity (``LogBudget``: every record is still
     published, stored and counted in the metrics)."""
 
-    def __init__(self, topic: faust.TopicT, sink: BatchingSink, codec: Codec,
-                 budget: LogBudget | None = None) -> None:
+    def __init__(self, topic: faust.TopicT, sink: BatchingSink, codec: Codec) -> None:
         self._topic = topic
         self._sink = sink
         self._codec = codec
-        self._budget = budget or LogBudget()
+        self._budget = LogBudget()
 
     async def publish(self, records: Sequence[Mapping[str, Any]]) -> list[asyncio.Future[Any]]:
         """Send and store ``records``; returns the futures of their delivery and storage."""
