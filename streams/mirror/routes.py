@@ -79,14 +79,14 @@ def what_if_events(mirror: RunMirror, body: Any, default_ms: int) -> list[Histor
 
 def register_routes(app: faust.App, mirrors: Mirrors, definitions: DefinitionRegistry, *,
                     forwarding: Forwarding,
-                    ensure_restored: Callable[[Iterable[int]], Awaitable[object]],
+                    ensure_restored: Callable[[Iterable[int]], Awaitable[set[int]]],
                     publish_definition: Callable[[dict[str, Any]], Any]) -> None:
     """Add the state, promotion, what-if and definition routes to ``app``. A workflow's routes
     are served by the worker owning it (``forwarding``), once the mirrors of its partition are
     restored (``ensure_restored``: after a rebalance, before the partition's next event)."""
 
     async def mirror_of(workflow_id: str) -> RunMirror:
-        await ensure_restored({forwarding.partition_of(workflow_id)})
+        await forwarding.restored(workflow_id, ensure_restored)
         mirror = mirrors.mirror_of(workflow_id)
         if mirror is None:
             raise NotFound(f"no mirror of workflow {workflow_id!r} on this worker (never seen, "

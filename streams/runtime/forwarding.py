@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from faust.types import TP
 from faust.web import Request, Response, View
 from yarl import URL
 
-from streams.runtime.http import Handler
+from streams.runtime.http import Handler, RetryLater
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,16 @@ class Forwarding:
     def partition_of(self, key: str) -> int:
         """The partition of ``topic`` that ``key`` belongs to."""
         return partition_of(key, self.partitions)
+
+    async def restored(self, key: str,
+                       ensure: Callable[[Iterable[int]], Awaitable[set[int]]]) -> int:
+        """The partition of ``key``, once its state is restored here (``ensure``); a request
+        whose partition was revoked while it waited gets 503 (``RetryLater``)."""
+        partition = self.partition_of(key)
+        if partition not in await ensure({partition}):
+            raise RetryLater(f"partition {partition} is moving to another worker; retry shortly",
+                             self.retry_after)
+        return partition
 
     def locate(self, key: str, request: Request) -> Decision:
         """Where the request about ``key`` is served, from the group's current assignment."""

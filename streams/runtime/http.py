@@ -26,12 +26,22 @@ class NotFound(LookupError):
     """The thing asked about is not here; the message is the reason given to the client."""
 
 
+class RetryLater(RuntimeError):
+    """The thing asked about is moving between workers; the message is the reason given to the
+    client, with ``Retry-After``."""
+
+    def __init__(self, reason: str, retry_after: int = 1) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
 Handler = Callable[..., Awaitable[Response]]
 
 
 def json_errors(handler: Handler) -> Handler:
-    """Turn ``BadRequest`` into 400, ``NotFound`` into 404 and anything else into a logged 500,
-    each with a JSON body ``{"reason": ...}``."""
+    """Turn ``BadRequest`` into 400, ``NotFound`` into 404, ``RetryLater`` into 503 with
+    ``Retry-After`` and anything else into a logged 500, each with a JSON body
+    ``{"reason": ...}``."""
 
     @functools.wraps(handler)
     async def wrapped(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -41,6 +51,9 @@ def json_errors(handler: Handler) -> Handler:
             return view.json({"reason": str(exc)}, status=400)
         except NotFound as exc:
             return view.json({"reason": str(exc)}, status=404)
+        except RetryLater as exc:
+            return view.json({"reason": str(exc)}, status=503,
+                             headers={"Retry-After": str(exc.retry_after)})
         except Exception as exc:
             log.exception("%s %s failed", request.method, request.path)
             return view.json({"reason": f"internal error: {exc!r}"}, status=500)

@@ -20,6 +20,9 @@ Entries = list[tuple[bytes, Mapping[str, Any] | None]]
 Reader = Callable[[KafkaAddress, str, int], list[tuple[bytes | None, bytes | None]]]
 """Reads a partition of a topic to its end: (key, value) pairs in order."""
 
+Assignment = Callable[[], Iterable[int] | None]
+"""The partitions the worker owns now, or ``None`` while the group is rebalancing."""
+
 
 class PartitionRestorer:
     """Reads a partition of ``topic`` and hands its records to ``load`` the first time the
@@ -27,17 +30,25 @@ class PartitionRestorer:
 
     A partition revoked while its restore is reading is not loaded when the read ends (the
     records read may already be stale), and ``ensure`` leaves it out: a batch taken before the
-    revocation must not rebuild state the new owner now holds."""
+    revocation must not rebuild state the new owner now holds.
+
+    A revoked partition counts as assigned again as soon as ``assignment`` (the consumer's,
+    once the rebalance is over) names it, even before ``assign`` is called: Faust resumes
+    fetching before every ``on_partitions_assigned`` receiver has run, and a batch or a request
+    of the new assignment must not find its partition still revoked (its events would be
+    skipped and acked, its request answered 404)."""
 
     def __init__(self, kafka: KafkaAddress, topic: str, codec: Codec,
                  load: Callable[[int, Entries], int], what: str,
-                 reader: Reader = read_partition) -> None:
+                 reader: Reader = read_partition,
+                 assignment: Assignment = lambda: None) -> None:
         self._kafka = kafka
         self._reader = reader
         self._topic = topic
         self._codec = codec
         self._load = load
         self._what = what
+        self.assignment = assignment
         self.restored: set[int] = set()
         self._restoring: dict[int, asyncio.Task[None]] = {}
         # Bumped when a partition is revoked: a restore that began before is stale.
@@ -48,6 +59,9 @@ class PartitionRestorer:
     async def ensure(self, partitions: Iterable[int]) -> set[int]:
         """Restore the partitions not yet restored since they were assigned; returns those of
         ``partitions`` that are restored now (not those revoked meanwhile)."""
+        current = self.assignment()
+        if current is not None:
+            self.assign(self.revoked & set(current))
         wanted = set(partitions) - self.revoked
         tasks = []
         for partition in sorted(wanted - self.restored):  # read side by side

@@ -44,6 +44,14 @@ def register_upkeep(app: faust.App, service: Stateful, *, history: faust.TopicT,
     tick.__name__ = tick.__qualname__ = f"{name}_timer"  # Faust names timers by function
     app.timer(interval=1.0)(tick)
 
+    def assignment() -> set[int] | None:
+        if app.rebalancing:
+            return None
+        topic = history.get_topic_name()
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
+
+    service.restorer.assignment = assignment
+
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: faust.App, assigned: set, **_: object) -> None:
         topic = history.get_topic_name()

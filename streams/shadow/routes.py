@@ -64,9 +64,7 @@ def register_shadow_routes(app: faust.App, service: ShadowService, *,
 
     async def restored(workflow_id: str) -> int:
         # A partition just taken over answers as its old owner would: restore it first.
-        partition = forwarding.partition_of(workflow_id)
-        await service.restorer.ensure({partition})
-        return partition
+        return await forwarding.restored(workflow_id, service.restorer.ensure)
 
     async def run_of(workflow_id: str) -> RunShadow:
         await restored(workflow_id)

@@ -58,3 +58,20 @@ def test_a_partition_revoked_while_read_is_neither_loaded_nor_restored_for_old_b
         assert await restorer.ensure({0}) == {0} and loaded == [0] and reads.count == 2
 
     asyncio.run(scenario())
+
+
+def test_a_partition_assigned_again_is_restored_before_the_assignment_signal_reaches_it() -> None:
+    # Faust resumes fetching before every on_partitions_assigned receiver has run: a batch of the
+    # new assignment must find its partition owned, or its events would be skipped and acked.
+    async def scenario() -> None:
+        reads, loaded = _Reads(), []
+        reads.release.set()
+        restorer = _restorer(reads, loaded)
+        current: list[int] | None = None
+        restorer.assignment = lambda: current
+        restorer.forget({0, 1})
+        assert await restorer.ensure({0}) == set()  # rebalancing: still revoked
+        current = [0]
+        assert await restorer.ensure({0, 1}) == {0} and loaded == [0]  # 1 went elsewhere
+
+    asyncio.run(scenario())
