@@ -1,7 +1,7 @@
 """First-path throughput: wf.history -> decode -> ClickHouse, against a do-nothing Faust agent.
 
 Both consume the same pre-produced topic in the same run, with the same Faust settings and
-batching (``noack_take``); the reference only acks. Timed from Faust's "Worker ready" log line
+batching (``take_batches``); the reference only acks. Timed from Faust's "Worker ready" log line
 (partitions assigned) to the last message seen (reference), and for the pipeline to two ends:
 the last ``workflow_events`` row stored (the first path alone), and every message processed (its
 offset committed, which happens only once the mirrors' and shadows' effects of its events are

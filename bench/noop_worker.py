@@ -1,5 +1,5 @@
 """The reference consumer of the throughput benchmarks: Faust agents that take batches exactly
-as the real ones do (same app settings, ``noack_take``, acks) but do nothing else, one agent per
+as the real ones do (same app settings, ``take_batches``, acks) but do nothing else, one agent per
 topic of ``BENCH_TOPICS`` (comma-separated; default ``wf.history``). Prints ``DONE <messages>
 <epoch seconds>`` once they have seen ``BENCH_TARGET`` messages together."""
 
@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import faust
 
+from streams.runtime.take import take_batches
 from topology import topics
 from topology.app import faust_app, raw_topic
 from topology.settings import Settings
@@ -27,8 +28,9 @@ seen = 0
 def _noop_agent(topic: str) -> None:
     async def noop(stream: faust.StreamT) -> None:
         global seen
-        async for events in stream.noack_take(settings.consumer_batch,
-                                              within=settings.consumer_batch_seconds):
+        async for events in take_batches(stream, settings.consumer_batch,
+                                         settings.consumer_batch_seconds,
+                                         settings.consumer_batch_linger_seconds):
             seen += len(events)
             for event in events:
                 await stream.ack(event)

@@ -97,9 +97,12 @@ class Settings:
     consumer_batch: int = _setting(
         2000, "Kafka messages an agent takes at a time before it processes and stores them.")
     consumer_batch_seconds: float = _setting(
-        0.5, "Longest an agent waits to fill a batch before processing what it has: at light "
-        "load every event may wait this long; shorter windows make smaller batches, which cost "
-        "throughput (README, Benchmarks: reservation latency).")
+        0.5, "Longest a batch stays open after its first message while more messages are "
+        "queued behind it (a backlog: the batch fills to SHADOWFLOW_CONSUMER_BATCH first).")
+    consumer_batch_linger_seconds: float = _setting(
+        0.05, "Longest a batch stays open after its first message once nothing more is queued "
+        "(light load; it closes sooner when no message arrives for a fifth of this, twice): "
+        "what an event waits for its batch (README, Benchmarks: reservation latency).")
     consumer_fetch_wait_ms: int = _setting(
         100, "Longest the agents' consumer lets the broker hold a fetch while little is waiting "
         "(Faust's own is 1,500 ms, which delays every event when the load is light).")
@@ -217,8 +220,9 @@ class Settings:
                      "shadow_seal_every"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
-        for name in ("consumer_batch_seconds", "sink_flush_seconds", "sink_retry_max_seconds",
-                     "session_timeout_seconds", "stop_timeout_seconds", "mirror_gap_seconds",
+        for name in ("consumer_batch_seconds", "consumer_batch_linger_seconds",
+                     "sink_flush_seconds", "sink_retry_max_seconds", "session_timeout_seconds",
+                     "stop_timeout_seconds", "mirror_gap_seconds",
                      "mirror_compare_wait_seconds", "mirror_retention_seconds",
                      "pool_memory_gib", "pool_cpu_cores", "reservation_ttl_seconds",
                      "reservation_max_lifetime_seconds",

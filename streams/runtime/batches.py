@@ -21,6 +21,7 @@ from sinks.batcher import SinkClosed
 from streams.runtime.clock import now_ms
 from streams.runtime.messages import Located, RawMessage
 from streams.runtime.metrics import stats_of
+from streams.runtime.take import take_batches
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,9 @@ class BatchSettings(Protocol):
     consumer_batch: int
     """Most messages taken at a time."""
     consumer_batch_seconds: float
-    """Longest wait to fill a batch."""
+    """Longest a batch stays open after its first message while more are queued."""
+    consumer_batch_linger_seconds: float
+    """Longest a batch stays open after its first message once nothing more is queued."""
 
 
 class Revocations:
@@ -235,8 +238,9 @@ async def process_in_batches(stream: faust.StreamT, settings: BatchSettings,
     stats = stats_of(stream.app)
     acks = InOrderAcks(stream, on_failure=on_failure or crash, revocations=revocations)
     try:
-        async for events in stream.noack_take(settings.consumer_batch,
-                                              within=settings.consumer_batch_seconds):
+        async for events in take_batches(stream, settings.consumer_batch,
+                                         settings.consumer_batch_seconds,
+                                         settings.consumer_batch_linger_seconds):
             taken = revocations.stamp(events)
             stats.took(events)
             for part in split_by_bytes(events, HANDLE_MAX_BYTES):
