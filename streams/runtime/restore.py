@@ -40,15 +40,15 @@ class PartitionRestorer:
 
     def __init__(self, kafka: KafkaAddress, topic: str, codec: Codec,
                  load: Callable[[int, Entries], int], what: str,
-                 reader: Reader = read_partition,
-                 assignment: Assignment = lambda: None) -> None:
+                 reader: Reader = read_partition) -> None:
         self._kafka = kafka
         self._reader = reader
         self._topic = topic
         self._codec = codec
         self._load = load
         self._what = what
-        self.assignment = assignment
+        # Set by the worker's upkeep (``register_upkeep``), which knows the app.
+        self.assignment: Assignment = lambda: None
         self.restored: set[int] = set()
         self._restoring: dict[int, asyncio.Task[None]] = {}
         # Bumped when a partition is revoked: a restore that began before is stale.
