@@ -24,13 +24,14 @@ State variables (the contract a primary's snapshots follow):
 from __future__ import annotations
 
 import copy
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any
 
 from schemas.records import EventKind, HistoryEvent, Value, is_number
 from streams.mirror.definitions import WorkflowDefinition
+from streams.mirror.undo import UndoLog
 
 ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "ABSENT"})()
 """Marks a variable that did not exist (in the undo log and in comparisons)."""
@@ -66,7 +67,7 @@ class MirrorLimits:
     gap_timeout_ms: int = 30_000
     """Processing time a gap may stay open before the timer declares it missing."""
     undo_depth: int = 20_000
-    """How many applied events back ``state_at`` can reach."""
+    """How many applied events back (at least) ``state_at`` can reach."""
     snapshot_tail: int = 1_000
     """A record is a snapshot once this many events were applied since the last snapshot, or
     as many as the run has variables if that is more (up to half of ``max_tail``), so the tail
@@ -126,7 +127,10 @@ class RunMirror:
     (``streams.mirror.changelog.split_snapshot``): tombstoned once superseded or evicted."""
     held_since_ms: int = 0
     """Processing time at which the oldest open gap was first seen (for ``expire``)."""
-    _undo: deque[tuple[int, dict[str, Any]]] = field(default_factory=deque, repr=False)
+    _undo: UndoLog = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._undo = UndoLog(self.limits.undo_depth)
 
     @property
     def finished(self) -> bool:
@@ -166,16 +170,16 @@ class RunMirror:
         if sequence > self.sequence:
             return None
         state = dict(self.variables)
-        for seq, previous in reversed(self._undo):
+        for seq, previous in self._undo.newest_first():
             if seq <= sequence:
                 return state
-            for name, value in previous.items():
+            for name, value in previous:
                 if value is ABSENT:
                     state.pop(name, None)
                 else:
                     state[name] = value
-        oldest = self._undo[0][0] if self._undo else self.sequence + 1
-        return state if sequence >= oldest - 1 else None
+        oldest = self._undo.oldest
+        return state if sequence >= (self.sequence + 1 if oldest is None else oldest) - 1 else None
 
     def fork(self) -> RunMirror:
         """An independent copy, for what-if questions."""
@@ -222,6 +226,8 @@ class RunMirror:
         variables = self.variables
 
         def assign(name: str, value: Value) -> None:
+            # Interned: the undo log and the variables then share one string per name.
+            name = intern(name)
             if name not in previous:
                 previous[name] = variables.get(name, ABSENT)
             variables[name] = value
@@ -260,9 +266,7 @@ class RunMirror:
                 self.since_snapshot.clear()
                 self.tail_complete = False
         self.changed_since_snapshot.update(previous)
-        self._undo.append((event.sequence, previous))
-        if len(self._undo) > self.limits.undo_depth:
-            self._undo.popleft()
+        self._undo.record(event.sequence, previous)
 
 
 def apply_effect(mirror: RunMirror, event: HistoryEvent, definition: WorkflowDefinition) -> None:

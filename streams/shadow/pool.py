@@ -19,7 +19,7 @@ from schemas.records import RESOURCE_CLASSES
 RESERVE, ADJUST, RELEASE = "RESERVE", "ADJUST", "RELEASE"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reservation:
     """Resources held for one action attempt."""
 

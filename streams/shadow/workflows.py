@@ -47,7 +47,7 @@ from streams.shadow.pool import (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class Usage:
     """What an action used, folded from telemetry samples."""
 
@@ -79,7 +79,7 @@ class Usage:
                 "network_bytes": self.network_bytes, "cost": self.cost}
 
 
-@dataclass
+@dataclass(slots=True)
 class Prediction:
     """What was forecast for an action (or a likely next action), per resource."""
 
@@ -108,7 +108,7 @@ class Prediction:
                                  for r, f in self.forecasts.items()}}
 
 
-@dataclass
+@dataclass(slots=True)
 class ActionShadow:
     """One action of a shadowed run."""
 
@@ -128,7 +128,7 @@ class ActionShadow:
     """Processing time at which the completion was seen (the feedback grace runs from it)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class RunShadow:
     """One shadowed workflow run."""
 

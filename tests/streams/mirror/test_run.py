@@ -86,6 +86,18 @@ def test_state_at_an_earlier_sequence_equals_replaying_that_prefix() -> None:
     assert mirror.state_at(81) is None
 
 
+def test_state_at_reaches_back_at_least_the_undo_depth_and_never_answers_beyond_its_log() -> None:
+    events = _run(300)
+    mirror = rebuild(events, DEFAULT, MirrorLimits(undo_depth=40))
+    for n in range(300 - 40, 301):
+        assert mirror.state_at(n) == rebuild(events[:n], DEFAULT).variables
+    # Trimmed in batches: at most a quarter of the depth more is kept, never a wrong answer.
+    for n in range(0, 300 - 40 - 10 - 1):
+        assert mirror.state_at(n) is None
+    for n in range(300 - 40 - 10 - 1, 300 - 40):
+        assert mirror.state_at(n) in (None, rebuild(events[:n], DEFAULT).variables)
+
+
 def test_results_map_to_variables_by_definition() -> None:
     definition = parse_definition({"workflow_type": "demo", "results": {
         "step": {"out": {"variable": "total_out", "mode": "add"}, "n": "last_n"}}})
