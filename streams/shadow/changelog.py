@@ -9,11 +9,17 @@ again after a restore and already reflected is skipped), and the ids of the step
 effects it decided and that are not yet confirmed sent. Records are canonical (keys sorted), so
 the same state always serializes to the same bytes.
 
-A record does not grow with the run: once ``SEAL_EVERY`` finished actions have gathered in it,
-they are written once in a **sealed chunk** of their own (``FORMAT_SEALED``, key
+A record does not grow with the run: once ``SEAL_EVERY`` completed actions have gathered in
+it, they are written once in a **sealed chunk** of their own (``FORMAT_SEALED``, key
 ``chunk_key(workflow, run, index)``), never rewritten, and left out of the run's later records,
 which say how many chunks the run has; the versions of their reservations (which get no command
-again) are dropped. A restore merges the chunks the record counts into the run.
+again) are dropped. A restore merges the chunks the record counts into the run. A finished
+action (scored) is sealed by identity; one still awaiting its feedback (its telemetry may come
+for minutes, or never) is sealed in full and stays in memory: later records name it only once
+its usage changed (that usage alone) or it was scored (by identity, to be sealed so in a later
+chunk, which supersedes the earlier one). Without that, every step rewrote every awaiting
+action of the runs it touched: with no telemetry, records grew with the whole run and the
+bytes written per event with it.
 
 A step's effects (``streams.shadow.outbox``) are written once, before the records of the runs
 that decided them, as a **step record** per partition (``FORMAT_STEP``), tombstoned once they
@@ -27,7 +33,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streams.forecasting.forecaster import Forecast
@@ -39,7 +45,8 @@ FORMAT = 1
 FORMAT_STEP = 2
 """A step record: effects of one step on one partition, not yet confirmed sent and stored."""
 FORMAT_SEALED = 3
-"""A sealed chunk: finished actions of a run, by identity only, written once."""
+"""A sealed chunk: completed actions of a run, written once: by identity if scored, in full if
+awaiting their feedback."""
 
 SEAL_EVERY = 50
 """Finished actions a run's record gathers before they are sealed in a chunk (about 3 kB). Every
@@ -69,17 +76,21 @@ class Chunk:
 
 
 def seal_finished(run: RunShadow, every: int = SEAL_EVERY) -> Chunk | None:
-    """Seal the finished actions gathered in ``run``'s record, once there are ``every`` of them:
-    they leave ``run.actions`` for ``run.sealed`` (identity only: left out of its records and
-    its memory from now on) and are returned as a chunk to write before the next record."""
-    finished = [a for a in run.actions.values() if _finished(a)]
+    """Seal the completed actions gathered in ``run``'s record, once there are ``every`` of
+    them, in a chunk to write before the next record. The finished ones leave ``run.actions``
+    for ``run.sealed`` (identity only: left out of its records and its memory from now on);
+    those awaiting feedback are sealed in full and stay (``ActionShadow.sealed_in``)."""
+    finished = [a for a in run.actions.values() if _sealable(a)]
     if len(finished) < every:
         return None
     finished.sort(key=lambda a: (a.order, a.action_id, a.attempt))
     index = run.sealed_chunks
     for action in finished:
-        del run.actions[action.action_id]
-        run.sealed[action.action_id] = (action.attempt, action.order)
+        if _finished(action):
+            del run.actions[action.action_id]
+            run.sealed[action.action_id] = (action.attempt, action.order)
+        else:
+            action.sealed_in, action.sealed_usage = index, replace(action.usage)
     run.sealed_chunks += 1
     state = {"index": index, "actions": [_action(a) for a in finished]}
     record = {"workflow_id": run.workflow_id, "run_id": run.run_id,
@@ -102,6 +113,9 @@ class RestoredRun:
     transitions: list[tuple[str | None, str, int]]
     steps: list[str] = field(default_factory=list)
     """The step records holding its unconfirmed effects."""
+    sealed_updates: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    """By id, the usage since of actions sealed in full while awaiting feedback (merged with
+    their chunks by ``restore_all``)."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +167,8 @@ def shadow_record(run: RunShadow, reservations: Iterable[Reservation],
     state = {
         "transitions": [list(t) for t in transitions],
         "last_completed_type": run.last_completed_type, "finished_ms": run.finished_ms,
-        "actions": [_action(a) for a in run.actions.values()],
+        "actions": [entry for a in run.actions.values()
+                    if (entry := _record_entry(a)) is not None],
         "sealed_chunks": run.sealed_chunks,
         "likely": {t: _prediction(p) for t, p in run.likely.items()},
         "reservations": [_reservation(r) for r in reservations],
@@ -169,19 +184,23 @@ def shadow_record(run: RunShadow, reservations: Iterable[Reservation],
 def restore_run(record: Mapping[str, Any]) -> RestoredRun:
     """The run a ``ShadowRecord`` holds."""
     state = json.loads(record["state"])
+    updates: dict[str, Mapping[str, Any]] = {}
     run = RunShadow(record["workflow_id"], record["run_id"], record["workflow_type"],
                     record["partition"], last_completed_type=state["last_completed_type"],
                     finished_ms=state["finished_ms"],
                     applied={k: int(v) for k, v in state.get("applied", {}).items()},
                     sealed_chunks=int(state.get("sealed_chunks", 0)))
     for item in state["actions"]:
+        if "sealed_in" in item:  # a sealed action's usage since: merged with its chunk
+            updates[item["id"]] = item
+            continue
         action = _restore_action(item)
         run.actions[action.action_id] = action
     run.likely = {t: _restore_prediction(p) for t, p in state["likely"].items()}
     reservations = [_restore_reservation(r) for r in state["reservations"]]
     return RestoredRun(run, reservations, {k: int(v) for k, v in state["versions"].items()},
                        [(p, s, int(n)) for p, s, n in state.get("transitions", [])],
-                       list(state.get("steps", [])))
+                       list(state.get("steps", [])), updates)
 
 
 def restore_all(entries: Iterable[tuple[bytes, Mapping[str, Any] | None]]) -> Restored:
@@ -209,7 +228,7 @@ def restore_all(entries: Iterable[tuple[bytes, Mapping[str, Any] | None]]) -> Re
         restored.runs.append(run)
         named[(record["workflow_id"], record["run_id"])] = set(run.steps)
     for item in restored.runs:
-        restored.missing_chunks += _merge_sealed(item.run, chunks)
+        restored.missing_chunks += _merge_sealed(item.run, chunks, item.sealed_updates)
     for record in steps:
         for workflow_id, run_id, must_be_named, outgoing in json.loads(
                 record["state"])["entries"]:
@@ -220,11 +239,14 @@ def restore_all(entries: Iterable[tuple[bytes, Mapping[str, Any] | None]]) -> Re
     return restored
 
 
-def _merge_sealed(run: RunShadow,
-                  chunks: Mapping[tuple[str, str, int], Mapping[str, Any]]) -> int:
-    """Put the actions of the sealed chunks ``run``'s record counts back into ``run.sealed`` (a
-    chunk numbered beyond is one whose record never followed: its actions are in the record);
-    an action's latest attempt wins. Returns how many counted chunks are missing."""
+def _merge_sealed(run: RunShadow, chunks: Mapping[tuple[str, str, int], Mapping[str, Any]],
+                  updates: Mapping[str, Mapping[str, Any]]) -> int:
+    """Put the actions of the sealed chunks ``run``'s record counts back, in chunk order: the
+    finished ones into ``run.sealed``, those awaiting feedback into ``run.actions`` with the
+    usage ``updates`` (by id) the record holds for them (a chunk numbered beyond the count is
+    one whose record never followed: its actions are in the record). An action's latest
+    attempt wins, and a later chunk's word on an attempt supersedes an earlier one's. Returns
+    how many counted chunks are missing."""
     missing = 0
     for index in range(run.sealed_chunks):
         chunk = chunks.get((run.workflow_id, run.run_id, index))
@@ -232,18 +254,49 @@ def _merge_sealed(run: RunShadow,
             missing += 1
             continue
         for item in chunk["actions"]:
-            present = run.actions.get(item["id"])
-            if present is not None and present.attempt >= item["attempt"]:
-                continue  # retried since: the record holds the later attempt
-            sealed = run.sealed.get(item["id"])
-            if sealed is None or sealed[0] < item["attempt"]:
-                run.sealed[item["id"]] = (int(item["attempt"]), int(item["order"]))
+            action_id, attempt = item["id"], int(item["attempt"])
+            present = run.actions.get(action_id)
+            if present is not None and (present.attempt > attempt or (
+                    present.attempt == attempt and present.sealed_in is None)):
+                continue  # the record holds a later attempt, or this one's later state
+            sealed = run.sealed.get(action_id)
+            if sealed is not None and sealed[0] > attempt:
+                continue
+            if present is not None:
+                del run.actions[action_id]  # sealed awaiting in an earlier chunk
+            if item.get("done"):
+                run.sealed[action_id] = (attempt, int(item["order"]))
+                continue
+            run.sealed.pop(action_id, None)
+            action = _restore_action(item)
+            action.sealed_in, action.sealed_usage = index, replace(action.usage)
+            update = updates.get(action_id)
+            if update is not None and int(update["attempt"]) == attempt:
+                action.usage = Usage(**update["usage"])
+            run.actions[action_id] = action
     return missing
 
 
 def _finished(action: ActionShadow) -> bool:
     """Whether an action is over and scored: only its identity is kept."""
     return action.feedback_done and action.completed_ms is not None
+
+
+def _sealable(action: ActionShadow) -> bool:
+    """Whether an action is to go in the next sealed chunk: finished, or completed and not
+    sealed yet."""
+    return _finished(action) or (action.completed_ms is not None and action.sealed_in is None)
+
+
+def _record_entry(action: ActionShadow) -> dict[str, Any] | None:
+    """What a run's record holds of an action: all of it, or for one sealed in full while it
+    awaits feedback, its usage if that changed since, else nothing."""
+    if action.sealed_in is None or _finished(action):
+        return _action(action)
+    if action.usage == action.sealed_usage:
+        return None
+    return {"id": action.action_id, "attempt": action.attempt, "sealed_in": action.sealed_in,
+            "usage": _flat(action.usage)}
 
 
 def _action(action: ActionShadow) -> dict[str, Any]:

@@ -126,6 +126,12 @@ class ActionShadow:
     feedback_done: bool = False
     completion_seen_ms: int | None = None
     """Processing time at which the completion was seen (the feedback grace runs from it)."""
+    sealed_in: int | None = None
+    """The sealed chunk holding this action in full, once it completed: it awaits its
+    feedback here, and its run's records name it only if its usage changed since
+    (``streams.shadow.changelog.seal_finished``)."""
+    sealed_usage: Usage | None = None
+    """A copy of ``usage`` as the chunk holds it."""
 
 
 @dataclass(slots=True)

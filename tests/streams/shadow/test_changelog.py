@@ -13,7 +13,7 @@ from schemas.codec import default_codec
 from streams.forecasting.forecaster import Forecaster
 from streams.shadow.changelog import record_key, restore_all, seal_finished, shadow_record
 from streams.shadow.pool import ReservationPool
-from streams.shadow.workflows import ShadowConfig, ShadowWorkflows
+from streams.shadow.workflows import USAGE_PREFIX, ActionShadow, ShadowConfig, ShadowWorkflows
 from streams.traces.formats import load_wfformat
 from streams.traces.playback import history_from_trace
 from tests.support import TRACES
@@ -192,3 +192,80 @@ def test_a_sealed_action_is_known_by_its_id_alone() -> None:
     assert run.actions[action_id].order == order and action_id not in run.sealed
     assert run.action_count() == count
     assert shadows.transitions.of_type(run.workflow_type) == learned
+
+
+def _unmeasured(events: list) -> list:
+    """The events without the usage the engine reported: feedback must wait for telemetry."""
+    return [dataclasses.replace(e, attributes={k: v for k, v in e.attributes.items()
+                                               if not k.startswith(USAGE_PREFIX)})
+            for e in events]
+
+
+def _write_step(shadows: ShadowWorkflows, written: list[tuple[bytes, dict]]) -> None:
+    """What the service writes for a step: chunks first, then the run records."""
+    for key, run in shadows.runs.items():
+        chunk = seal_finished(run, every=5)
+        if chunk is not None:
+            shadows.pool.forget_versions(*key, chunk.reservation_ids)
+            written.append((chunk.key, chunk.record))
+        written.append((record_key(*key), shadow_record(
+            run, shadows.pool.reservations_of(*key), shadows.pool.versions_of(*key),
+            shadows.transitions.of_type(run.workflow_type))))
+
+
+def _feedback(effects) -> list[tuple[str, int, float]]:
+    return sorted((f.action_id, round(f.actual["memory_bytes"]), round(f.deviation, 9))
+                  for f in effects.feedback)
+
+
+def test_actions_awaiting_feedback_are_sealed_in_full_and_restored_with_their_usage() -> None:
+    events = _unmeasured([e for e in _events() if e.run_id == "run-1"])
+    cut = len(events) * 3 // 4
+    codec = default_codec()
+    before = _shadows()
+    written: list[tuple[bytes, dict]] = []
+    for event in events[:cut]:
+        before.on_event(event, 0, partition=1)
+        _write_step(before, written)
+    key = ("wf-a", "run-1")
+    run = before.runs[key]
+    awaiting = [a for a in run.actions.values() if a.completed_ms is not None]
+    assert len(awaiting) > 10 and not any(a.feedback_done for a in awaiting)
+    assert all(a.sealed_in is not None for a in awaiting[:10])
+    # The record names none of them: it holds what is in flight, not the run's whole past.
+    kept = json.loads(written[-1][1]["state"])["actions"]
+    assert {a["id"] for a in kept} == {a.action_id for a in run.actions.values()
+                                      if a.sealed_in is None}
+    # Late telemetry for two sealed actions, one then scored: the record says just that.
+    late, scored = awaiting[0], awaiting[1]
+    for action in (late, scored):
+        before.on_telemetry("wf-a", "run-1", action.action_id, [7e8], [2.0], [0], [0.0])
+    scored_feedback = _feedback(before.feedback(run, scored, scored.usage.actual()))
+    assert scored_feedback
+    _write_step(before, written)
+    kept = {a["id"]: a for a in json.loads(written[-1][1]["state"])["actions"]}
+    assert set(kept[late.action_id]) == {"id", "attempt", "sealed_in", "usage"}
+    assert kept[scored.action_id].get("done")
+
+    after = _shadows(copy.deepcopy(before.forecaster))
+    restored = restore_all([(k, codec.decode(codec.encode("ShadowRecord", r)).record)
+                            for k, r in written])
+    assert restored.missing_chunks == 0
+    for item in restored.runs:
+        after.load(item.run, item.reservations, item.versions, 0)
+    again = after.runs[key]
+    def state(action: ActionShadow) -> tuple:  # a scored action is kept by identity only
+        return (action.action_id, action.attempt, action.feedback_done,
+                None if action.feedback_done else action.usage)
+
+    assert sorted(map(state, again.actions.values())) == sorted(map(state, run.actions.values()))
+    assert again.sealed == run.sealed
+    assert again.actions[late.action_id].usage == late.usage
+    # Once their grace is over, both score the same: the usage restored is the usage folded.
+    assert _feedback(after.due_feedback(10**9, 0)) == _feedback(before.due_feedback(10**9, 0))
+    # Scored after its seal, the action is sealed again by identity, superseding its chunk.
+    _write_step(after, written)
+    later = restore_all([(k, codec.decode(codec.encode("ShadowRecord", r)).record)
+                         for k, r in written])
+    (item,) = [i for i in later.runs if (i.run.workflow_id, i.run.run_id) == key]
+    assert scored.action_id in item.run.sealed and scored.action_id not in item.run.actions
