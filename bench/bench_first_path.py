@@ -6,7 +6,11 @@ batching (``take_batches``); the reference only acks. Timed from Faust's "Worker
 the last ``workflow_events`` row stored (the first path alone), and every message processed (its
 offset committed, which happens only once the mirrors' and shadows' effects of its events are
 stored too: what a worker sustains). Two shapes of the same events: one event per message, and
-envelopes of 50.
+envelopes of 50. Last, the ceiling: the same messages decoded and applied to fresh mirrors and
+shadows in this process, with no broker, no ClickHouse and no publishing at all; and the bound
+it sets: a worker that consumes like the reference and then does this work (one core, the GIL)
+takes at least the sum of the two times, so its ratio to the reference is at most
+``reference / (reference + ceiling)`` however cheap its I/O is made.
     .venv/bin/python bench/bench_first_path.py [BATCH_SECONDS]
 (``BATCH_SECONDS``: the batch window of both consumers; default the setting's default).
 """
@@ -20,9 +24,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import bench_stack, processed_at, ready_at, reference_seconds, sample_events
+from bench._common import (
+    bench_stack,
+    best_time,
+    processed_at,
+    ready_at,
+    reference_seconds,
+    sample_events,
+)
+from schemas.codec import default_codec
 from sinks.clickhouse import connect
+from streams.forecasting.forecaster import Forecaster
+from streams.mirror.registry import Mirrors
+from streams.runtime.history import decode_history
 from streams.runtime.kafka import Publisher
+from streams.runtime.messages import RawMessage
+from streams.shadow.pool import ReservationPool
+from streams.shadow.workflows import ShadowWorkflows
 from topology import topics
 from topology.settings import Settings
 from topology.worker import prepare
@@ -60,6 +78,34 @@ def _pipeline(settings: Settings, messages: int) -> tuple[float, float, float]:
         worker.stop()
 
 
+def _logic_seconds(per_message: int) -> float:
+    """Seconds to decode the same messages and apply their events to fresh mirrors and shadows
+    in this process (best of three): the work per event with no I/O."""
+    codec = default_codec()
+    messages = []
+    for w in range(WORKFLOWS):
+        events = sample_events(f"wf-{w:04d}", EVENTS // WORKFLOWS)
+        for start in range(0, len(events), per_message):
+            chunk = events[start:start + per_message]
+            value = codec.encode("HistoryEnvelope", {"workflow_id": chunk[0].workflow_id,
+                                                     "events": [e.to_avro() for e in chunk]})
+            messages.append(RawMessage(topics.HISTORY, w % 4, len(messages),
+                                       chunk[0].workflow_id.encode(), value))
+
+    def apply() -> None:
+        mirrors = Mirrors()
+        shadows = ShadowWorkflows(Forecaster(), ReservationPool({"memory_bytes": 1e18}))
+        for start in range(0, len(messages), 1000):
+            batch = decode_history(messages[start:start + 1000], codec, 0)
+            assert not batch.rejects, batch.rejects[0].reason
+            for item in batch.events:
+                mirrors.offer(item.event, item.partition, 0)
+                shadows.on_event(item.event, 0, item.partition, item.offset)
+            shadows.take_changes()
+
+    return best_time(apply)
+
+
 def main() -> None:
     window = {"consumer_batch_seconds": float(sys.argv[1])} if len(sys.argv) > 1 else {}
     print(f"first path, {EVENTS} history events of {WORKFLOWS} workflows, 4 partitions")
@@ -78,6 +124,12 @@ def main() -> None:
                 print(f"{per_message:>14} {name:<36} {messages / seconds:>11,.0f} "
                       f"{EVENTS / seconds:>10,.0f} {reference / seconds:>6.3f}")
             print(f"{'':>14} longest without a new commit: {pause:.1f} s")
+            ceiling = _logic_seconds(per_message)
+            bound = reference + ceiling
+            for name, seconds in (("decode + mirror + shadow, no I/O", ceiling),
+                                  ("bound: reference + that work", bound)):
+                print(f"{per_message:>14} {name:<36} {messages / seconds:>11,.0f} "
+                      f"{EVENTS / seconds:>10,.0f} {reference / seconds:>6.3f}")
     print(f"worker logs: {LOGS}")
 
 

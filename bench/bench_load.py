@@ -16,7 +16,9 @@ committed, against the do-nothing agents' messages/s of the mix (issue 12 compar
 samples/s with a do-nothing agent's single-message rate). Each worker count runs on a stack of its
 own, from empty. Also printed: the longest the group
 went without committing anything new while input was waiting (a stall, such as the 35 s one issue
-12 describes, shows there).
+12 describes, shows there), and the CPU seconds the workers, the broker and ClickHouse used
+(``/proc/<pid>/stat``) from ready to done: all share this machine's cores, so the single
+worker's run bounds what more workers can gain: at most ``cores x seconds / CPU seconds used``.
 
 Latency: one worker, the full histories of the same runs, published as ``shadowflow replay``
 does (a message per run and 50 ms of trace time) at ``EVENTS_PER_SECOND`` history events/s for
@@ -28,6 +30,7 @@ does (a message per run and 50 ms of trace time) at ``EVENTS_PER_SECOND`` histor
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import threading
@@ -47,6 +50,7 @@ from bench._common import (
     reference_seconds,
     warm_publisher,
 )
+from infra.stack import LocalStack
 from schemas.records import EventKind, HistoryEvent, StateSnapshot, TelemetryBatch
 from streams.runtime.kafka import Publisher
 from streams.traces.formats import load_trace
@@ -100,16 +104,35 @@ def _rss_bytes(worker: WorkerProcess) -> int:
     return int(kib) * 1024
 
 
-def _start_together(workers: list[WorkerProcess]) -> dict[int, int]:
-    """Start the workers at once (each joining the group while the others do); RSS of each as
-    soon as it is ready, by index."""
+def _cpu_seconds(pid: int | None) -> float:
+    """User and system CPU seconds a process and its live descendants have used (ClickHouse
+    may run under a watchdog parent); 0 for one not running."""
+    stats: dict[int, list[str]] = {}
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stats[int(path.parent.name)] = path.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # ended meanwhile
+    tree, todo = set(), [pid] if pid in stats else []
+    while todo:
+        tree.add(current := todo.pop())
+        todo += [child for child, fields in stats.items() if int(fields[1]) == current]
+    ticks = sum(int(stats[p][11]) + int(stats[p][12]) for p in tree)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _start_together(workers: list[WorkerProcess]) -> tuple[dict[int, int], dict[int, float]]:
+    """Start the workers at once (each joining the group while the others do); RSS and CPU
+    seconds of each as soon as it is ready, by index."""
     rss: dict[int, int] = {}
+    cpu: dict[int, float] = {}
     failures: list[BaseException] = []
 
     def start(index: int) -> None:
         try:
             workers[index].start(180)
             rss[index] = _rss_bytes(workers[index])
+            cpu[index] = _cpu_seconds(_pid(workers[index]))
         except BaseException as exc:  # surfaced below, in the main thread
             failures.append(exc)
 
@@ -120,7 +143,17 @@ def _start_together(workers: list[WorkerProcess]) -> dict[int, int]:
         thread.join()
     if failures:
         raise failures[0]
-    return rss
+    return rss, cpu
+
+
+def _pid(worker: WorkerProcess) -> int:
+    assert worker.process is not None
+    return worker.process.pid
+
+
+def _stack_cpu(settings: Settings) -> dict[str, float]:
+    """CPU seconds used so far by each service of the stack (broker, ClickHouse)."""
+    return {s.name: _cpu_seconds(s.pid) for s in LocalStack(settings).status()}
 
 
 def _throughput(settings: Settings, plan: ReplayPlan, count: int) -> dict[str, float]:
@@ -134,8 +167,12 @@ def _throughput(settings: Settings, plan: ReplayPlan, count: int) -> dict[str, f
     workers = [WorkerProcess(settings.with_overrides(app_id=group, web_port=39600 + i),
                              LOGS / f"load-{count}-{i}.log") for i in range(count)]
     try:
-        at_ready = _start_together(workers)
+        stack_before = _stack_cpu(settings)
+        at_ready, cpu_at_ready = _start_together(workers)
         done = processed_at(settings, group, produced, poll_seconds=0.2)
+        cpu = {"workers": sum(_cpu_seconds(_pid(w)) - cpu_at_ready[i]
+                              for i, w in enumerate(workers))}
+        cpu |= {name: used - stack_before[name] for name, used in _stack_cpu(settings).items()}
         growth = sum(_rss_bytes(w) - at_ready[i] for i, w in enumerate(workers))
         seconds = done.at - min(ready_at(w) for w in workers)
         telemetry = _telemetry_alone(settings, group, plan, produced) if count == 1 else {}
@@ -145,7 +182,8 @@ def _throughput(settings: Settings, plan: ReplayPlan, count: int) -> dict[str, f
     return {**telemetry, "seconds": seconds, "reference": reference, "messages": messages,
             "history": sent.get("history", 0), "telemetry": sent.get("telemetry", 0),
             "state": sent.get("state", 0), "rss_growth": growth,
-            "rss_end": sum(at_ready.values()) + growth, "pause": done.longest_pause}
+            "rss_end": sum(at_ready.values()) + growth, "pause": done.longest_pause,
+            "cpu": cpu}
 
 
 def _in_flight(plan: ReplayPlan) -> list[HistoryEvent]:
@@ -248,6 +286,12 @@ def _report(count: int, r: dict[str, float], workflows: int, samples_per_batch: 
           f"{r['telemetry'] * samples_per_batch / seconds:,.0f} samples/s; "
           f"{r['state'] / seconds:,.0f} snapshots/s; {seconds:.1f} s, longest without a new "
           f"commit {r['pause']:.1f} s")
+    cores = os.cpu_count() or 1
+    used = sum(r["cpu"].values())
+    print("      CPU seconds used meanwhile: " + ", ".join(
+        f"{name} {value:.1f}" for name, value in r["cpu"].items())
+        + f" ({used / seconds:.2f} of {cores} cores); more workers can gain at most "
+        f"{cores * seconds / used:.2f}x on this machine")
     if "telemetry_alone_seconds" in r:
         took = r["telemetry_alone_seconds"]
         print(f"      then telemetry alone: {r['telemetry_alone_samples']:,.0f} samples in "
