@@ -31,7 +31,7 @@ from streams.runtime.deadletters import decode_or_dead_letter, publish_dead_lett
 from streams.runtime.kafka import KafkaAddress
 from streams.runtime.messages import Located, RawMessage
 from streams.runtime.metrics import stats_of
-from streams.runtime.publish import send_raw
+from streams.runtime.publish import send_all
 from streams.runtime.restore import Entries, PartitionRestorer, hand_over
 from streams.runtime.upkeep import register_upkeep
 
@@ -137,8 +137,7 @@ class MirrorService:
             records += [(record_key, None if record is None
                          else self.codec.encode("MirrorRecord", record), partition)
                         for record_key, record in next_records(mirror)]
-        deliveries = [await send_raw(self.mirror_topic, key, value, partition)
-                      for key, value, partition in records]
+        deliveries = await send_all(self.mirror_topic, records)
         self._in_flight.update(deliveries)
         for delivery in deliveries:
             delivery.add_done_callback(self._in_flight.discard)
@@ -152,9 +151,9 @@ class MirrorService:
         partition_of = dict(self.mirrors.partition_of)
         evicted = self.mirrors.evict_finished(now_ms(), self.retention_ms)
         stats_of(self.mirror_topic.app).evictions["mirror"] += len(evicted)
-        for key, mirror in evicted.items():
-            for record_key in changelog_keys(mirror):
-                await send_raw(self.mirror_topic, record_key, None, partition_of.get(key))
+        await send_all(self.mirror_topic, [(record_key, None, partition_of.get(key))
+                                           for key, mirror in evicted.items()
+                                           for record_key in changelog_keys(mirror)])
 
     def _finish(self, token: Hashable, error: BaseException | None = None) -> None:
         future = self._done.pop(token, None)

@@ -17,7 +17,7 @@ from sinks.tables import ANOMALIES, anomaly_columns
 from streams.runtime.clock import now_ms
 from streams.runtime.log_budget import LogBudget
 from streams.runtime.metrics import stats_of
-from streams.runtime.publish import send_raw
+from streams.runtime.publish import send_all
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,13 @@ class AnomalyOutlet:
 
     async def publish(self, records: Sequence[Mapping[str, Any]]) -> list[asyncio.Future[Any]]:
         """Send and store ``records``; returns the futures of their delivery and storage."""
-        pending: list[asyncio.Future[Any]] = []
         counts = stats_of(self._topic.app).anomalies
         for record in records:
             counts[(record["kind"], record["severity"])] += 1
             self._log(record)
-            pending.append(await send_raw(
-                self._topic, record["workflow_id"].encode(), self._codec.encode("Anomaly", record)))
+        pending = await send_all(self._topic, [
+            (record["workflow_id"].encode(), self._codec.encode("Anomaly", record), None)
+            for record in records])
         if records:
             pending.append(await self._sink.submit(ANOMALIES, anomaly_columns(records)))
         return pending

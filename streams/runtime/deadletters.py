@@ -18,7 +18,7 @@ from sinks.batcher import Rejected
 from streams.runtime import clock
 from streams.runtime.messages import RawMessage
 from streams.runtime.metrics import reason_label, stats_of
-from streams.runtime.publish import send_raw
+from streams.runtime.publish import send_all
 from streams.runtime.validation import violation
 
 log = logging.getLogger(__name__)
@@ -63,15 +63,14 @@ def decode_or_dead_letter(messages: Sequence[RawMessage], codec: Codec,
 async def publish_dead_letters(topic: faust.TopicT, letters: Sequence[DeadLetter],
                                codec: Codec) -> None:
     """Send dead letters and wait until the broker has them all."""
-    deliveries = []
     counts = stats_of(topic.app).dead_letters
     for letter in letters:
         counts[reason_label(letter.reason)] += 1
         log.warning("dead letter from %s[%d]@%d: %s", letter.topic, letter.partition,
                     letter.offset, letter.reason)
-        deliveries.append(await send_raw(
-            topic, letter.key, codec.encode("DeadLetter", letter.to_avro())))
-    for delivery in deliveries:
+    for delivery in await send_all(topic, [
+            (letter.key, codec.encode("DeadLetter", letter.to_avro()), None)
+            for letter in letters]):
         await delivery
 
 

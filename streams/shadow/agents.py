@@ -38,7 +38,7 @@ from streams.runtime.deadletters import (
 from streams.runtime.kafka import KafkaAddress
 from streams.runtime.messages import Located, RawMessage
 from streams.runtime.metrics import stats_of
-from streams.runtime.publish import send_raw
+from streams.runtime.publish import Record, send_all
 from streams.runtime.restore import Entries, PartitionRestorer, hand_over
 from streams.runtime.upkeep import register_upkeep
 from streams.shadow.changelog import (
@@ -202,9 +202,7 @@ class ShadowService:
                 waves = [[record for step in group for record in [*step.steps, *step.chunks]],
                          self._latest_records(group)]
                 for wave in waves:  # each on the broker before the next is sent
-                    deliveries = [await send_raw(self.shadow_topic, key, value, partition)
-                                  for key, value, partition in wave]
-                    for delivery in deliveries:
+                    for delivery in await send_all(self.shadow_topic, wave):
                         await delivery
                 for step in group:
                     pending = await self._send(step.sending)
@@ -247,8 +245,8 @@ class ShadowService:
             for future in pending:
                 await future
             self.outbox.confirm(step.step_id)
-            for key, _, partition in step.steps:
-                await send_raw(self.shadow_topic, key, None, partition)
+            await send_all(self.shadow_topic,
+                           [(key, None, partition) for key, _, partition in step.steps])
         except BaseException as exc:
             step.fail(exc)
             return
@@ -257,22 +255,22 @@ class ShadowService:
     async def _send(self, sending: Sequence[Outgoing]) -> list[asyncio.Future[Any]]:
         """Publish the commands, outcomes and alerts and submit the rows; returns the futures
         of their delivery and storage."""
-        pending: list[asyncio.Future[Any]] = []
         rows: dict[str, list[dict[str, Any]]] = {}
         alerts = []
+        commands: list[Record] = []
+        outcomes: list[Record] = []
         for out in sending:
-            for command in out.commands:
-                pending.append(await send_raw(
-                    self.reservation_topic, command["workflow_id"].encode(),
-                    self.codec.encode("ReservationCommand", command)))
-            for outcome in out.outcomes:
-                pending.append(await send_raw(
-                    self.outcome_topic, outcome_key(outcome),
-                    self.codec.encode("ActionOutcome", outcome)))
+            commands += [(command["workflow_id"].encode(),
+                          self.codec.encode("ReservationCommand", command), None)
+                         for command in out.commands]
+            outcomes += [(outcome_key(outcome), self.codec.encode("ActionOutcome", outcome), None)
+                         for outcome in out.outcomes]
             alerts += out.alerts
             for table, table_rows in out.rows.items():
                 rows.setdefault(table, []).extend(table_rows)
-        pending += await self.anomalies.publish(alerts)
+        pending = [*await send_all(self.reservation_topic, commands),
+                   *await send_all(self.outcome_topic, outcomes),
+                   *await self.anomalies.publish(alerts)]
         for table, table_rows in rows.items():
             spec = SHADOW_TABLES[table]
             pending.append(await self.sink.submit(spec, columns_of(spec, table_rows)))
