@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -68,14 +69,18 @@ def _pipeline(settings: Settings, messages: int) -> tuple[float, float, float]:
                            LOGS / f"real-{time.monotonic_ns()}.log")
     client = connect(settings)
     worker.start(120)
-    try:
-        while client.execute("SELECT count() FROM workflow_events FINAL")[0][0] < EVENTS:
-            time.sleep(0.05)
-        stored = time.time() - ready_at(worker)
-        processed = processed_at(settings, group, {topics.HISTORY: messages})
-        return stored, processed.at - ready_at(worker), processed.longest_pause
-    finally:
-        worker.stop()
+    # Commits are followed from the start, in a thread of their own: a pause before the rows
+    # are all stored counts too.
+    with ThreadPoolExecutor(1) as pool:
+        following = pool.submit(processed_at, settings, group, {topics.HISTORY: messages})
+        try:
+            while client.execute("SELECT count() FROM workflow_events FINAL")[0][0] < EVENTS:
+                time.sleep(0.05)
+            stored = time.time() - ready_at(worker)
+            processed = following.result()
+            return stored, processed.at - ready_at(worker), processed.longest_pause
+        finally:
+            worker.stop()
 
 
 def _logic_seconds(per_message: int) -> float:

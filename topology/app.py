@@ -95,6 +95,13 @@ def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
     return None
 
 
+PRODUCER_BATCH_BYTES = 512 * 1024
+"""Largest record batch the producer sends per partition in one request (Faust's default is
+16 KiB). The producer has one batch per partition in flight at a time, so a step's records (run
+records of tens of kB, step records, a command per action) went out in hundreds of round trips
+per partition; batches as large as the largest step record take a few."""
+
+
 def faust_app(settings: Settings) -> faust.App:
     """A Faust app configured from ``settings``, with no agents yet. It binds
     ``web_host:web_port``, advertises ``settings.advertised_url`` to the other workers of its
@@ -116,6 +123,7 @@ def faust_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds / 4),
         broker_commit_interval=1.0,
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
