@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from sys import intern
 from typing import Any, TypeVar
 
 from schemas.codec import CodecError, Decoded
@@ -94,10 +95,14 @@ class HistoryEvent:
 
     @classmethod
     def from_avro(cls, r: Mapping[str, Any]) -> HistoryEvent:
-        """The record fastavro decoded."""
+        """The record fastavro decoded. Its names are interned: every event of a run repeats
+        them, and the events a mirror keeps (its promotion tail) then share one copy each."""
+        action_id, action_type = r["action_id"], r["action_type"]
         return cls(
-            r["workflow_id"], r["run_id"], r["workflow_type"], r["sequence"],
-            EventKind(r["kind"]), r["timestamp_ms"], r["action_id"], r["action_type"],
+            intern(r["workflow_id"]), intern(r["run_id"]), intern(r["workflow_type"]),
+            r["sequence"], EventKind(r["kind"]), r["timestamp_ms"],
+            None if action_id is None else intern(action_id),
+            None if action_type is None else intern(action_type),
             r["attempt"], r["attributes"], r["labels"], Resources.from_avro(r["declared"]),
             r["values"], r["error"],
         )
