@@ -18,7 +18,8 @@ MAY_IMPORT = {
     "topology": set(PROJECT),
     "infra": {"infra"},
 }
-PURE = ("streams/mirror/run.py", "streams/mirror/registry.py", "streams/mirror/deviation.py",
+PURE = ("streams/mirror/run.py", "streams/mirror/undo.py", "streams/mirror/registry.py",
+        "streams/mirror/deviation.py",
         "streams/mirror/definitions.py", "streams/mirror/changelog.py",
         "streams/shadow/workflows.py", "streams/shadow/pool.py", "streams/shadow/telemetry.py",
         "streams/forecasting", "streams/traces")
