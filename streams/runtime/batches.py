@@ -101,14 +101,13 @@ class InOrderAcks:
     the batches already stored, in order, up to the first that is not.
 
     At most ``max_batches`` batches wait (besides the one being acked): ``add`` then waits,
-    which is the agent's back-pressure. Under a backlog the handlers are CPU work and the
-    writes that store their batches run in the gaps between them, so the further the agent
-    may run ahead, the longer nothing is committed: with 32, a take of 2,000 envelopes went
-    12 s without a commit (``bench/bench_first_path.py``); with 4, about 4 s, at the same
-    throughput.
+    which is the agent's back-pressure. Fewer would bound how far the agent runs ahead of its
+    storage, but each batch would then wait for the sink's flush timer with few rows behind
+    it: with 4, telemetry alone fell from 338,000 to 94,000 samples/s
+    (``bench/bench_load.py``) for a longest pause hardly shorter.
     """
 
-    def __init__(self, stream: faust.StreamT, max_batches: int = 4,
+    def __init__(self, stream: faust.StreamT, max_batches: int = 32,
                  on_failure: FailureHandler | None = None,
                  revocations: Revocations | None = None) -> None:
         self._stream = stream
@@ -275,9 +274,9 @@ may never suspend, and the writes, round trips, flushes and acks that store a pa
 of callbacks that each need a turn of the loop: given one turn per part (``sleep(0)``) they
 moved a link per part, and a take of 2,000 envelopes went 12 s without a commit
 (``bench/bench_first_path.py``). A slice lets a chain run its round trips to the local broker
-and ClickHouse (with the acks' bound, ``InOrderAcks``, and the producer's larger batches,
-``topology.app.PRODUCER_BATCH_BYTES``, it took the longest pause of that take from 12 s to
-about 4 s); it costs about 2% of a part of 512 KiB."""
+and ClickHouse (with the producer's larger batches, ``topology.app.PRODUCER_BATCH_BYTES``, it
+took the longest pause of that take from 12 s to about 4 s); it costs about 2% of a part of
+512 KiB."""
 
 
 def split_by_bytes(events: Sequence[EventT], max_bytes: int) -> list[Sequence[EventT]]:
