@@ -93,6 +93,12 @@ class Processed:
     """Epoch seconds."""
     longest_pause: float
     """Seconds."""
+    timeline: tuple[tuple[float, int], ...] = ()
+    """(epoch seconds, messages committed) at each change seen."""
+
+    def committed_by(self, when: float) -> int:
+        """Messages committed as last seen at or before ``when`` (epoch seconds)."""
+        return max((total for at, total in self.timeline if at <= when), default=0)
 
 
 def processed_at(settings: Settings, group: str, produced: Mapping[str, int],
@@ -106,6 +112,7 @@ def processed_at(settings: Settings, group: str, produced: Mapping[str, int],
                   for p in range(settings.partitions)]
     offsets = Consumer({**settings.kafka_config, "group.id": group})
     last_total, last_change, longest = -1, time.time(), 0.0
+    timeline: list[tuple[float, int]] = []
     try:
         while True:
             committed = offsets.committed(partitions, timeout=10)
@@ -113,8 +120,9 @@ def processed_at(settings: Settings, group: str, produced: Mapping[str, int],
             if total != last_total:
                 longest = max(longest, now - last_change)
                 last_total, last_change = total, now
+                timeline.append((now, total))
             if total >= sum(produced.values()):
-                return Processed(now, longest)
+                return Processed(now, longest, tuple(timeline))
             time.sleep(poll_seconds)
     finally:
         offsets.close()

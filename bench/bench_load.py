@@ -19,6 +19,9 @@ went without committing anything new while input was waiting (a stall, such as t
 12 describes, shows there), and the CPU seconds the workers, the broker and ClickHouse used
 (``/proc/<pid>/stat``) from ready to done: all share this machine's cores, so the single
 worker's run bounds what more workers can gain: at most ``cores x seconds / CPU seconds used``.
+The two workers' ratio is printed twice: timed from the first "Ready", and from the last (the
+messages committed after it over the time after it), which leaves out the second the last worker
+waits for its partitions.
 
 Latency: one worker, the full histories of the same runs, published as ``shadowflow replay``
 does (a message per run and 50 ms of trace time) at ``EVENTS_PER_SECOND`` history events/s for
@@ -175,6 +178,10 @@ def _throughput(settings: Settings, plan: ReplayPlan, count: int) -> dict[str, f
         cpu |= {name: used - stack_before[name] for name, used in _stack_cpu(settings).items()}
         growth = sum(_rss_bytes(w) - at_ready[i] for i, w in enumerate(workers))
         seconds = done.at - min(ready_at(w) for w in workers)
+        # Once every worker consumes: the rate without the start's stagger (the last worker
+        # is assigned its partitions about a second after the first).
+        last_ready = max(ready_at(w) for w in workers)
+        steady = (messages - done.committed_by(last_ready)) / max(done.at - last_ready, 1e-9)
         telemetry = _telemetry_alone(settings, group, plan, produced) if count == 1 else {}
     finally:
         for worker in workers:
@@ -183,7 +190,7 @@ def _throughput(settings: Settings, plan: ReplayPlan, count: int) -> dict[str, f
             "history": sent.get("history", 0), "telemetry": sent.get("telemetry", 0),
             "state": sent.get("state", 0), "rss_growth": growth,
             "rss_end": sum(at_ready.values()) + growth, "pause": done.longest_pause,
-            "cpu": cpu}
+            "cpu": cpu, "steady": steady}
 
 
 def _in_flight(plan: ReplayPlan) -> list[HistoryEvent]:
@@ -328,7 +335,9 @@ def main() -> None:
                   f"{r['state']:,.0f} snapshots in {r['messages']:,.0f} messages")
         _report(count, results[count], workflows, samples_per_batch)
     print(f"  two workers / one: {results[1]['seconds'] / results[2]['seconds']:.2f}x "
-          f"the throughput")
+          f"the throughput; {results[2]['steady'] / results[1]['steady']:.2f}x once every worker "
+          f"consumes ({results[1]['steady']:,.0f} and {results[2]['steady']:,.0f} msg/s from the "
+          f"last worker's Ready)")
     with bench_stack() as settings:
         latencies = _latency(settings, plan, rate, seconds)
     print(f"  ACTION_SCHEDULED → command at {rate:,.0f} history events/s of the mix, one worker: "
