@@ -249,9 +249,7 @@ async def process_in_batches(stream: faust.StreamT, settings: BatchSettings,
                                          settings.consumer_batch_linger_seconds):
             taken = revocations.stamp(events)
             stats.took(events)
-            for index, part in enumerate(split_by_bytes(events, HANDLE_MAX_BYTES)):
-                if index:
-                    await asyncio.sleep(IO_SLICE_SECONDS)
+            for part in split_by_bytes(events, HANDLE_MAX_BYTES):
                 if dead_letter is None:
                     stored = await handle(part)
                 else:
@@ -266,17 +264,6 @@ HANDLE_MAX_BYTES = 512 * 1024
 events, tens of seconds of work: handled whole, none of it is acked (nor committed) until all of
 it is stored, so a crash would redo all of it and progress would stall in plain sight. Parts of
 this size are a few seconds of work each, acked as each is stored."""
-
-
-IO_SLICE_SECONDS = 0.01
-"""Time the event loop gets between two parts of one take. Handling a part is CPU work that
-may never suspend, and the writes, round trips, flushes and acks that store a part are chains
-of callbacks that each need a turn of the loop: given one turn per part (``sleep(0)``) they
-moved a link per part, and a take of 2,000 envelopes went 12 s without a commit
-(``bench/bench_first_path.py``). A slice lets a chain run its round trips to the local broker
-and ClickHouse (with the producer's larger batches, ``topology.app.PRODUCER_BATCH_BYTES``, it
-took the longest pause of that take from 12 s to about 4 s); it costs about 2% of a part of
-512 KiB."""
 
 
 def split_by_bytes(events: Sequence[EventT], max_bytes: int) -> list[Sequence[EventT]]:
