@@ -152,7 +152,7 @@ class Settings:
         86_400.0, "A reservation whose action started this long ago is released even though its "
         "completion never arrived (a lost event must not hold capacity for ever).")
     shadow_seal_every: int = _setting(
-        50, "Finished actions a run's shadow record gathers before they are written once in a "
+        50, "Completed actions a run's shadow record gathers before they are written once in a "
         "sealed chunk of their own: a run's record, rewritten at each step touching it, stays "
         "bounded however many actions the run has (larger: fewer chunks, dearer steps).")
     telemetry_window_seconds: float = _setting(
