@@ -32,6 +32,7 @@ from streams.runtime.metrics import Sources, metrics_registry, register_metrics_
 from streams.runtime.openapi import register_openapi_route
 from streams.runtime.positions import register_rewind_uncommitted
 from streams.shadow.agents import ShadowService, register_shadow_agents
+from streams.shadow.outbox import MAX_RECORD_BYTES
 from streams.shadow.outcome_feed import OutcomeFeed
 from streams.shadow.pool import ReservationPool
 from streams.shadow.routes import register_shadow_routes
@@ -95,11 +96,11 @@ def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
     return None
 
 
-PRODUCER_BATCH_BYTES = 512 * 1024
-"""Largest record batch the producer sends per partition in one request (Faust's default is
-16 KiB). The producer has one batch per partition in flight at a time, so a step's records (run
-records of tens of kB, step records, a command per action) went out in hundreds of round trips
-per partition; batches as large as the largest step record take a few."""
+PRODUCER_BATCH_BYTES = MAX_RECORD_BYTES
+"""Largest record batch the producer sends per partition in one request: as large as the
+largest step record (Faust's default is 16 KiB). The producer has one batch per partition in
+flight at a time, so with 16 KiB a step's records (run records of tens of kB, step records, a
+command per action) went out in hundreds of round trips per partition."""
 
 
 def faust_app(settings: Settings) -> faust.App:

@@ -1,9 +1,9 @@
 """The mirror's undo log: for each applied event, the values its changes overwrote.
 
 It is the largest part of a mirror's memory (an event changes two or three variables, and a
-dict per event costs about 300 bytes), so it is kept flat: one array of sequences, one of where
-each event's entries end, and one list each of names and previous values, shared by all events.
-That is about 50 bytes per event, and the names share the variables' interned strings.
+dict per event costs hundreds of bytes), so it is kept flat: one array of sequences, one of
+where each event's entries end, and one list each of names and previous values, shared by all
+events; the names share the variables' interned strings.
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ class UndoLog:
         """Where each event's entries end in ``_names`` and ``_values``."""
         self._names: list[str] = []
         self._values: list[Any] = []
-
-    def __len__(self) -> int:
-        return len(self._sequences)
 
     def record(self, sequence: int, previous: Mapping[str, Any]) -> None:
         """Remember what the event at ``sequence`` overwrote (``ABSENT`` where nothing was)."""

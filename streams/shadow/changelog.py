@@ -49,7 +49,7 @@ FORMAT_SEALED = 3
 awaiting their feedback."""
 
 SEAL_EVERY = 50
-"""Finished actions a run's record gathers before they are sealed in a chunk (about 3 kB). Every
+"""Completed actions a run's record gathers before they are sealed in a chunk (about 3 kB). Every
 step touching a run re-encodes its record, so what a record carries is paid per step: with 500,
 records of busy runs were tens of kB each and encoding them dominated a short batch window's
 steps (``bench/bench_reservation_latency.py``)."""
